@@ -1,7 +1,32 @@
 """jaxrnn: pure-functional recurrent networks for JAX."""
 
 # --- core (cells, unroll, bptt, composites, readout, losses) ---
-# (filled in by the core change)
+from jaxrnn._src.base import Cell
+from jaxrnn._src.base import Model
+from jaxrnn._src.base import StateGradClip
+from jaxrnn._src.bptt import bptt
+from jaxrnn._src.cells import GRUParams
+from jaxrnn._src.cells import LSTMParams
+from jaxrnn._src.cells import LSTMState
+from jaxrnn._src.cells import RNNParams
+from jaxrnn._src.cells import gru
+from jaxrnn._src.cells import lstm
+from jaxrnn._src.cells import rnn
+from jaxrnn._src.composites import BidirectionalParams
+from jaxrnn._src.composites import BidirectionalState
+from jaxrnn._src.composites import LearnedStateParams
+from jaxrnn._src.composites import StackParams
+from jaxrnn._src.composites import StackState
+from jaxrnn._src.composites import bidirectional
+from jaxrnn._src.composites import learned_initial_state
+from jaxrnn._src.composites import stack
+from jaxrnn._src.losses import sequence_cross_entropy
+from jaxrnn._src.losses import sequence_mse
+from jaxrnn._src.readout import DenseParams
+from jaxrnn._src.readout import Readout
+from jaxrnn._src.readout import dense
+from jaxrnn._src.readout import sequence_mask
+from jaxrnn._src.unroll import unroll
 
 # --- training ---
 

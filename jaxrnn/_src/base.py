@@ -1,0 +1,115 @@
+"""The model contract shared by cells and composites, and small tree helpers."""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PyTree = Any
+
+
+class Model(NamedTuple):
+  """A recurrent model: a named tuple of pure functions.
+
+  Cells (`rnn`, `lstm`, `gru`) and composites (`stack`, `bidirectional`,
+  `learned_initial_state`) are all `Model`s, so `unroll` and `bptt` accept any
+  of them.
+
+  Attributes:
+    init: ``init(key, input_size) -> params``, a pytree of named tuples of
+      floating-point arrays.
+    initial_state: ``initial_state(params, batch_size) -> state``; with
+      ``batch_size=None`` the state is unbatched.
+    step: ``step(params, state, x) -> (new_state, y)`` for ``x`` of shape
+      ``[batch, input_size]`` or unbatched ``[input_size]``. With ``params``
+      bound it has the signature that ``jax.lax.scan`` expects.
+    output_size: size of ``y``'s last axis.
+    input_size: ``input_size(params) -> int``, read from the parameters.
+    forward: ``forward(params, xs, state, ctx) -> (final_state, ys)`` over a
+      time-major ``[T, B, F]`` sequence read forwards (internal; `unroll` calls
+      it after checking the inputs).
+    backward: ``backward(params, xs, state, ctx, d_final, d_ys) ->
+      (d_params, d_xs, d_state, hidden_grad_norms)``, the explicit BPTT of
+      ``forward`` (internal; `bptt` calls it).
+    initial_state_grad: ``initial_state_grad(params, d_state) -> d_params``,
+      the hand-derived transpose of ``initial_state`` (non-zero only where the
+      initial state is learned).
+  """
+  init: Callable[..., PyTree]
+  initial_state: Callable[..., PyTree]
+  step: Callable[..., tuple[PyTree, Array]]
+  output_size: int
+  input_size: Callable[[PyTree], int]
+  forward: Callable[..., tuple[PyTree, Array]]
+  backward: Callable[..., tuple[PyTree, Array, PyTree, Array]]
+  initial_state_grad: Callable[[PyTree, PyTree], PyTree]
+
+
+# Cells are models; the alias names what `rnn`, `lstm` and `gru` return.
+Cell = Model
+
+
+class StateGradClip(NamedTuple):
+  """Clips the gradient sent back through the recurrent state at every step.
+
+  Attributes:
+    mode: ``"value"`` clips each element to ``[-threshold, threshold]``;
+      ``"norm"`` rescales each sequence's message to L2 norm ``<= threshold``.
+    threshold: the bound; ``inf`` leaves the gradient exact.
+  """
+  mode: str
+  threshold: float
+
+
+class Context(NamedTuple):
+  """Per-call settings that travel with a sequence through composites.
+
+  Attributes:
+    mask: ``[T, B]`` bool, True on valid steps, or None when every step is.
+    resets: ``[T, B]`` bool, True where the initial state is swapped in before
+      reading that step, or None.
+    rng: PRNG key for dropout in composites, or None for no dropout.
+    backward: ``"bptt"`` (the explicit backward as a custom VJP) or
+      ``"autodiff"`` (JAX differentiates the scan).
+    remat_chunk: recompute activations in chunks of this many steps in the
+      backward pass instead of storing them, or None.
+    scan_unroll: the ``unroll`` argument of ``lax.scan``.
+    state_grad_clip: a `StateGradClip`, or None.
+  """
+  mask: Optional[Array] = None
+  resets: Optional[Array] = None
+  rng: Optional[Array] = None
+  backward: str = "bptt"
+  remat_chunk: Optional[int] = None
+  scan_unroll: int = 1
+  state_grad_clip: Optional[StateGradClip] = None
+
+
+def default_float():
+  """float64 when x64 is enabled, float32 otherwise."""
+  return jnp.zeros(()).dtype
+
+
+def batch_where(cond, on_true, on_false):
+  """``where`` over pytrees, with a ``[B]`` condition broadcast over features."""
+  def pick(a, b):
+    c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
+    return jnp.where(c, a, b)
+  return jax.tree.map(pick, on_true, on_false)
+
+
+def matmul(a, w, dtype):
+  """``a @ w``, computed in ``dtype`` (e.g. bfloat16) with a result in ``a``'s dtype."""
+  if dtype is None:
+    return a @ w
+  return jnp.matmul(a.astype(dtype), w.astype(dtype),
+                    preferred_element_type=jnp.result_type(a, w))
+
+
+def tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def tree_zeros_like(tree):
+  return jax.tree.map(jnp.zeros_like, tree)

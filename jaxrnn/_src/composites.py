@@ -1,0 +1,288 @@
+"""Models built from models: stacks, bidirectional pairs and learned initial states."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src import base
+from jaxrnn._src import bptt as bptt_lib
+from jaxrnn._src import unroll as unroll_lib
+
+PyTree = Any
+
+
+class StackParams(NamedTuple):
+  """Parameters of `stack`.
+
+  Attributes:
+    layers: a tuple with each layer's parameters, bottom layer first.
+  """
+  layers: tuple
+
+
+class StackState(NamedTuple):
+  """State of `stack`.
+
+  Attributes:
+    layers: a tuple with each layer's state, bottom layer first.
+  """
+  layers: tuple
+
+
+class BidirectionalParams(NamedTuple):
+  """Parameters of `bidirectional`.
+
+  Attributes:
+    forward: parameters of the model that reads forwards.
+    backward: parameters of the model that reads backwards.
+  """
+  forward: PyTree
+  backward: PyTree
+
+
+class BidirectionalState(NamedTuple):
+  """State of `bidirectional`.
+
+  Attributes:
+    forward: state of the forward reader (after the last valid element).
+    backward: state of the backward reader (after reading ``xs[0]``).
+  """
+  forward: PyTree
+  backward: PyTree
+
+
+class LearnedStateParams(NamedTuple):
+  """Parameters of `learned_initial_state`.
+
+  Attributes:
+    core: the wrapped model's parameters.
+    initial_state: the wrapped model's unbatched state, trained like any
+      other parameter and broadcast over the batch.
+  """
+  core: PyTree
+  initial_state: PyTree
+
+
+def _check_models(name, models):
+  for i, m in enumerate(models):
+    if not isinstance(m, base.Model):
+      raise TypeError(f"{name}[{i}]: expected a jaxrnn Model, got {type(m).__name__}.")
+
+
+def _sub_rng(rng, i):
+  return None if rng is None else jax.random.fold_in(rng, i)
+
+
+def stack(layers, *, dropout=0.0):
+  """Stacks models so that each reads the previous one's outputs.
+
+  Under `unroll` each layer runs over the whole sequence before the next one
+  starts (as cuDNN does), which lets every layer hoist its input projection.
+  ``step`` runs the layers one after the other for a single time step.
+
+  Dropout (inverted: kept units are scaled by ``1/(1-dropout)``) is applied to
+  the outputs of every layer but the last, as in PyTorch's ``nn.LSTM``. It is
+  active only when `unroll` or `bptt` is given an ``rng`` key; layer ``l``'s
+  mask is drawn from ``fold_in(fold_in(rng, l), 0)`` over the whole
+  ``[T, B, H]`` output, and nested composites get ``fold_in(rng, l)``.
+  ``step`` never drops.
+
+  Args:
+    layers: a non-empty sequence of models.
+    dropout: drop probability between layers, in ``[0, 1)``.
+
+  Returns:
+    A `Model` with `StackParams` parameters and `StackState` states.
+  """
+  layers = tuple(layers)
+  if not layers:
+    raise ValueError("layers: expected at least one model, got an empty sequence.")
+  _check_models("layers", layers)
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}.")
+
+  def init(key, input_size):
+    params = []
+    for layer, k in zip(layers, jax.random.split(key, len(layers))):
+      params.append(layer.init(k, input_size))
+      input_size = layer.output_size
+    return StackParams(tuple(params))
+
+  def initial_state(params, batch_size):
+    return StackState(tuple(l.initial_state(p, batch_size) for l, p in zip(layers, params.layers)))
+
+  def step(params, state, x):
+    states = []
+    for layer, p, s in zip(layers, params.layers, state.layers):
+      s, x = layer.step(p, s, x)
+      states.append(s)
+    return StackState(tuple(states)), x
+
+  def keep_scale(rng, l, shape, dtype):
+    if dropout == 0.0 or rng is None or l == len(layers) - 1:
+      return None
+    keep = jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(rng, l), 0),
+                                1.0 - dropout, shape)
+    return keep.astype(dtype) / (1.0 - dropout)
+
+  def forward_collect(params, xs, state, ctx):
+    inputs, finals, h = [], [], xs
+    for l, (layer, p, s) in enumerate(zip(layers, params.layers, state.layers)):
+      inputs.append(h)
+      final, h = layer.forward(p, h, s, ctx._replace(rng=_sub_rng(ctx.rng, l)))
+      scale = keep_scale(ctx.rng, l, h.shape, h.dtype)
+      if scale is not None:
+        h = h * scale
+      finals.append(final)
+    return StackState(tuple(finals)), h, inputs
+
+  def forward(params, xs, state, ctx):
+    final, ys, _ = forward_collect(params, xs, state, ctx)
+    return final, ys
+
+  def backward(params, xs, state, ctx, d_final, d_ys):
+    _, ys, inputs = forward_collect(params, xs, state, ctx)
+    d_params, d_states, norms, d = [], [], [], d_ys
+    for l in reversed(range(len(layers))):
+      scale = keep_scale(ctx.rng, l, d.shape, d.dtype)
+      if scale is not None:
+        d = d * scale
+      d_p, d, d_s, n = layers[l].backward(
+          params.layers[l], inputs[l], state.layers[l], ctx._replace(rng=_sub_rng(ctx.rng, l)),
+          d_final.layers[l], d)
+      d_params.append(d_p)
+      d_states.append(d_s)
+      norms.append(n)
+    return (StackParams(tuple(reversed(d_params))), d, StackState(tuple(reversed(d_states))),
+            tuple(reversed(norms)))
+
+  def initial_state_grad(params, d_state):
+    return StackParams(tuple(l.initial_state_grad(p, d)
+                             for l, p, d in zip(layers, params.layers, d_state.layers)))
+
+  return base.Model(
+      init=init, initial_state=initial_state, step=step,
+      output_size=layers[-1].output_size,
+      input_size=lambda params: layers[0].input_size(params.layers[0]),
+      forward=forward, backward=backward, initial_state_grad=initial_state_grad)
+
+
+_MERGES = ("concat", "sum")
+
+
+def bidirectional(forward_model, backward_model, *, merge="concat"):
+  """Reads each sequence both ways and merges the two outputs step by step.
+
+  The backward model reads each sequence from its last valid element back to
+  its first (``seq_lengths``-aware, as `unroll` with ``reverse=True``), so at
+  step ``t`` both outputs belong to ``xs[t]``. ``merge="concat"`` gives
+  ``[forward, backward]`` on the last axis, as PyTorch does; ``"sum"`` adds
+  them (both models must then have the same output size). Padded outputs are
+  zero. A bidirectional model needs the whole sequence, so it has no
+  single-step ``step``: use `unroll`.
+
+  Args:
+    forward_model: the model that reads forwards.
+    backward_model: the model that reads backwards.
+    merge: ``"concat"`` or ``"sum"``.
+
+  Returns:
+    A `Model` with `BidirectionalParams` and `BidirectionalState`.
+  """
+  _check_models("bidirectional", (forward_model, backward_model))
+  if merge not in _MERGES:
+    raise ValueError(f"merge: expected one of {_MERGES}, got {merge!r}.")
+  f_size, b_size = forward_model.output_size, backward_model.output_size
+  if merge == "sum" and f_size != b_size:
+    raise ValueError(f"merge='sum' needs equal output sizes, got forward {f_size} and"
+                     f" backward {b_size}.")
+
+  def init(key, input_size):
+    k_f, k_b = jax.random.split(key)
+    return BidirectionalParams(forward_model.init(k_f, input_size),
+                               backward_model.init(k_b, input_size))
+
+  def initial_state(params, batch_size):
+    return BidirectionalState(forward_model.initial_state(params.forward, batch_size),
+                              backward_model.initial_state(params.backward, batch_size))
+
+  def step(params, state, x):
+    raise NotImplementedError(
+        "bidirectional models read the whole sequence, so they have no single step; use"
+        " jaxrnn.unroll(model, params, xs).")
+
+  def forward(params, xs, state, ctx):
+    f_final, f_ys = unroll_lib.run(forward_model, params.forward, xs, state.forward,
+                                   ctx._replace(rng=_sub_rng(ctx.rng, 0)), reverse=False)
+    b_final, b_ys = unroll_lib.run(backward_model, params.backward, xs, state.backward,
+                                   ctx._replace(rng=_sub_rng(ctx.rng, 1)), reverse=True)
+    ys = jnp.concatenate([f_ys, b_ys], axis=-1) if merge == "concat" else f_ys + b_ys
+    return BidirectionalState(f_final, b_final), ys
+
+  def backward(params, xs, state, ctx, d_final, d_ys):
+    if merge == "concat":
+      d_f, d_b = d_ys[..., :f_size], d_ys[..., f_size:]
+    else:
+      d_f = d_b = d_ys
+    f = bptt_lib.run_backward(forward_model, params.forward, xs, state.forward,
+                              ctx._replace(rng=_sub_rng(ctx.rng, 0)), False, d_final.forward, d_f)
+    b = bptt_lib.run_backward(backward_model, params.backward, xs, state.backward,
+                              ctx._replace(rng=_sub_rng(ctx.rng, 1)), True, d_final.backward, d_b)
+    return (BidirectionalParams(f[0], b[0]), f[1] + b[1], BidirectionalState(f[2], b[2]),
+            BidirectionalState(f[3], b[3]))
+
+  def initial_state_grad(params, d_state):
+    return BidirectionalParams(forward_model.initial_state_grad(params.forward, d_state.forward),
+                               backward_model.initial_state_grad(params.backward, d_state.backward))
+
+  return base.Model(
+      init=init, initial_state=initial_state, step=step,
+      output_size=f_size + b_size if merge == "concat" else f_size,
+      input_size=lambda params: forward_model.input_size(params.forward),
+      forward=forward, backward=backward, initial_state_grad=initial_state_grad)
+
+
+def learned_initial_state(model):
+  """Makes ``model``'s initial state a trained parameter.
+
+  The initial state is one unbatched state (zeros at ``init``) held in
+  `LearnedStateParams`, broadcast over the batch by ``initial_state``. With
+  ``state=None``, `unroll` starts from it, so `jax.grad` and `bptt` both send
+  it the sum over the batch of the gradient that reaches the initial state.
+  Resets swap it in too.
+
+  Args:
+    model: any `Model`.
+
+  Returns:
+    A `Model` with `LearnedStateParams` parameters and ``model``'s states.
+  """
+  _check_models("learned_initial_state", (model,))
+
+  def init(key, input_size):
+    core = model.init(key, input_size)
+    return LearnedStateParams(core, model.initial_state(core, None))
+
+  def initial_state(params, batch_size):
+    if batch_size is None:
+      return params.initial_state
+    return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size,) + s.shape),
+                        params.initial_state)
+
+  def backward(params, xs, state, ctx, d_final, d_ys):
+    d_core, d_xs, d_state, norms = model.backward(params.core, xs, state, ctx, d_final, d_ys)
+    return (LearnedStateParams(d_core, base.tree_zeros_like(params.initial_state)), d_xs,
+            d_state, norms)
+
+  def initial_state_grad(params, d_state):
+    return LearnedStateParams(model.initial_state_grad(params.core, d_state),
+                              jax.tree.map(lambda d: d.sum(0), d_state))
+
+  return base.Model(
+      init=init, initial_state=initial_state,
+      step=lambda params, state, x: model.step(params.core, state, x),
+      output_size=model.output_size,
+      input_size=lambda params: model.input_size(params.core),
+      forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
+      backward=backward, initial_state_grad=initial_state_grad)

@@ -1,0 +1,148 @@
+"""`unroll`: run any model over a sequence."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src import base
+from jaxrnn._src import validation
+
+_BACKWARDS = ("bptt", "autodiff")
+
+
+def reversal_index(mask, T, B):
+  """``[T, B]`` indices that reverse each sequence's valid prefix in place.
+
+  Position ``t < L_b`` maps to ``L_b - 1 - t`` and padding stays where it is.
+  The map is its own inverse, so the same gather undoes it.
+  """
+  t = jnp.arange(T)[:, None]
+  if mask is None:
+    return jnp.broadcast_to(T - 1 - t, (T, B))
+  lengths = mask.sum(0)[None, :]
+  return jnp.where(t < lengths, lengths - 1 - t, t)
+
+
+def gather_time(tree, index):
+  """Reorders the time axis of each ``[T, B, ...]`` leaf by a ``[T, B]`` index."""
+  def take(a):
+    idx = index.reshape(index.shape + (1,) * (a.ndim - 2))
+    return jnp.take_along_axis(a, idx, axis=0)
+  return jax.tree.map(take, tree)
+
+
+def reversed_resets(resets, mask, index):
+  """Resets for reading backwards, so that episodes stay intact.
+
+  ``resets[t]`` marks ``xs[t]`` as the first element of an episode. Reading
+  backwards, that boundary is crossed after ``xs[t]`` and before ``xs[t-1]``,
+  so the flag moves one step earlier before the sequence is reversed.
+  """
+  if resets is None:
+    return None
+  shifted = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
+  if mask is not None:
+    shifted = shifted & jnp.concatenate([mask[1:], jnp.zeros_like(mask[:1])], axis=0)
+  return gather_time(shifted, index)
+
+
+def run(model, params, xs, state, ctx, reverse):
+  """Runs ``model.forward`` on checked, time-major inputs, reading backwards if asked."""
+  if not reverse:
+    return model.forward(params, xs, state, ctx)
+  T, B = xs.shape[:2]
+  index = reversal_index(ctx.mask, T, B)
+  ctx = ctx._replace(resets=reversed_resets(ctx.resets, ctx.mask, index))
+  final, ys = model.forward(params, gather_time(xs, index), state, ctx)
+  return final, gather_time(ys, index)
+
+
+def prepare(model, params, xs, state, *, seq_lengths, resets, time_major, rng, backward,
+            remat_chunk, scan_unroll, state_grad_clip):
+  """Checks the arguments of `unroll` and `bptt`; returns time-major inputs and a context."""
+  if not isinstance(model, base.Model):
+    raise TypeError(f"model: expected a jaxrnn Model (from jaxrnn.lstm, jaxrnn.stack, ...),"
+                    f" got {type(model).__name__}.")
+  T, B = validation.check_sequence(model, params, xs, time_major)
+  if backward not in _BACKWARDS:
+    raise ValueError(f"backward: expected one of {_BACKWARDS}, got {backward!r}.")
+  if remat_chunk is not None and (not isinstance(remat_chunk, int) or remat_chunk < 1):
+    raise ValueError(f"remat_chunk: expected a positive int or None, got {remat_chunk!r}.")
+  if state_grad_clip is not None and not isinstance(state_grad_clip, base.StateGradClip):
+    raise TypeError("state_grad_clip: expected jaxrnn.clip_state_grad_by_value(...) or"
+                    f" jaxrnn.clip_state_grad_by_norm(...), got {type(state_grad_clip).__name__}.")
+  if state is None:
+    state = model.initial_state(params, B)
+  else:
+    validation.check_state(model, params, state, B)
+  mask = None
+  if seq_lengths is not None:
+    validation.check_seq_lengths(seq_lengths, B)
+    mask = jnp.arange(T)[:, None] < jnp.asarray(seq_lengths)[None, :]
+  if resets is not None:
+    validation.check_time_batch("resets", resets, T, B, time_major)
+    resets = jnp.asarray(resets).astype(bool)
+    if not time_major:
+      resets = resets.T
+  if not time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
+  ctx = base.Context(mask=mask, resets=resets, rng=rng, backward=backward,
+                     remat_chunk=remat_chunk, scan_unroll=scan_unroll,
+                     state_grad_clip=state_grad_clip)
+  return xs, state, ctx
+
+
+def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reverse=False,
+           time_major=True, rng=None, backward="bptt", remat_chunk=None, scan_unroll=1,
+           state_grad_clip=None):
+  """Runs ``model`` over a batch of sequences with `jax.lax.scan`.
+
+  Works under `jit`, `grad` and `vmap`. Plain `jax.grad` through `unroll`
+  runs the explicit, hand-derived BPTT of `jaxrnn.bptt` (``backward="bptt"``,
+  the default); ``backward="autodiff"`` lets JAX differentiate the scan
+  instead. Both give the same gradients to float tolerance.
+
+  Args:
+    model: a `Model` (a cell or a composite).
+    params: its parameters.
+    xs: floating-point inputs, ``[T, B, F]`` (or ``[B, T, F]`` with
+      ``time_major=False``).
+    state: the initial state, shaped like ``model.initial_state(params, B)``;
+      None means exactly that (zeros, or the learned initial state). A state
+      computed by the caller, e.g. from side information, receives gradients.
+    seq_lengths: optional ``[B]`` integer lengths. Steps ``t >= seq_lengths[b]``
+      are padding: they leave the state unchanged and output zeros, so
+      ``final_state[b]`` is the state after ``seq_lengths[b]`` steps. 0 is
+      allowed.
+    resets: optional ``[T, B]`` (``[B, T]`` when not time-major) booleans that
+      mark ``xs[t]`` as the first element of a new episode: the initial state
+      ``state`` is swapped in before it is read, as in Haiku's ``ResetCore``.
+      Reading backwards, the swap happens after ``xs[t]``, so episodes stay
+      intact. Resets at padded steps are ignored.
+    reverse: read each sequence from its last valid element back to its first.
+      Outputs stay aligned with the inputs (``ys[t]`` is produced on reading
+      ``xs[t]``), padding stays at the end and is zero, and ``final_state`` is
+      the state after reading ``xs[0]``.
+    time_major: layout of ``xs``, ``ys`` and ``resets``.
+    rng: PRNG key for dropout in `stack`; None disables dropout.
+    backward: ``"bptt"`` or ``"autodiff"``.
+    remat_chunk: store the state only every ``remat_chunk`` steps and
+      recompute the rest in the backward pass, trading time for memory.
+    scan_unroll: the ``unroll`` argument of `lax.scan`.
+    state_grad_clip: clip the gradient sent back through the recurrent state
+      at every step (`clip_state_grad_by_value`, `clip_state_grad_by_norm`).
+      This changes, i.e. biases, the gradient.
+
+  Returns:
+    ``(final_state, ys)`` with ``ys`` ``[T, B, model.output_size]`` (or
+    ``[B, T, ...]``).
+
+  Raises:
+    TypeError, ValueError: at trace time, naming the argument and the
+      expected and actual shape or type.
+  """
+  xs, state, ctx = prepare(model, params, xs, state, seq_lengths=seq_lengths, resets=resets,
+                           time_major=time_major, rng=rng, backward=backward,
+                           remat_chunk=remat_chunk, scan_unroll=scan_unroll,
+                           state_grad_clip=state_grad_clip)
+  final, ys = run(model, params, xs, state, ctx, reverse)
+  return final, (ys if time_major else jnp.swapaxes(ys, 0, 1))

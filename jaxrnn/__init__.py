@@ -4,6 +4,8 @@
 from jaxrnn._src.base import Cell
 from jaxrnn._src.base import Model
 from jaxrnn._src.base import StateGradClip
+from jaxrnn._src.base import clip_state_grad_by_norm
+from jaxrnn._src.base import clip_state_grad_by_value
 from jaxrnn._src.bptt import bptt
 from jaxrnn._src.cells import GRUParams
 from jaxrnn._src.cells import LSTMParams
@@ -26,6 +28,7 @@ from jaxrnn._src.readout import DenseParams
 from jaxrnn._src.readout import Readout
 from jaxrnn._src.readout import dense
 from jaxrnn._src.readout import sequence_mask
+from jaxrnn._src.truncated import truncated_value_and_grad
 from jaxrnn._src.unroll import unroll
 
 # --- training ---

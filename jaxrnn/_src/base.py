@@ -113,3 +113,45 @@ def tree_add(a, b):
 
 def tree_zeros_like(tree):
   return jax.tree.map(jnp.zeros_like, tree)
+
+
+def clip_state_grad_by_value(threshold):
+  """Clips each element of the gradient sent back through the state at every step.
+
+  This is the threshold on the gradient transmitted over time of Mikolov's
+  thesis and Graves (2013): it changes, i.e. biases, the gradient, and with
+  ``threshold=inf`` it is exact. Pass it as ``state_grad_clip`` to `unroll`.
+
+  Args:
+    threshold: a positive bound.
+
+  Returns:
+    A `StateGradClip`.
+
+  References:
+    Graves, *Generating sequences with recurrent neural networks*, 2013.
+    Mikolov, *Statistical language models based on neural networks*, 2012.
+  """
+  return _state_grad_clip("value", threshold)
+
+
+def clip_state_grad_by_norm(threshold):
+  """Rescales each sequence's state gradient to L2 norm ``<= threshold`` at every step.
+
+  The norm is taken over the whole state (hidden and, for the LSTM, cell)
+  of each sequence. Like `clip_state_grad_by_value` it biases the gradient,
+  and ``threshold=inf`` leaves it exact.
+
+  Args:
+    threshold: a positive bound.
+
+  Returns:
+    A `StateGradClip`.
+  """
+  return _state_grad_clip("norm", threshold)
+
+
+def _state_grad_clip(mode, threshold):
+  if not threshold > 0:
+    raise ValueError(f"threshold: expected a positive number, got {threshold!r}.")
+  return StateGradClip(mode, float(threshold))

@@ -1,0 +1,63 @@
+"""The models every core test runs through, and small reference routines."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxrnn
+
+CELLS = {
+    "rnn_tanh": lambda h: jaxrnn.rnn(h),
+    "rnn_relu": lambda h: jaxrnn.rnn(h, activation="relu"),
+    "lstm": lambda h: jaxrnn.lstm(h),
+    "gru": lambda h: jaxrnn.gru(h),
+    "gru_reset_before": lambda h: jaxrnn.gru(h, reset_after=False),
+}
+
+MODELS = dict(CELLS)
+MODELS.update({
+    "stack": lambda h: jaxrnn.stack([jaxrnn.lstm(h), jaxrnn.gru(h + 1)], dropout=0.25),
+    "bidirectional": lambda h: jaxrnn.bidirectional(jaxrnn.lstm(h), jaxrnn.gru(h + 1)),
+    "bidirectional_sum": lambda h: jaxrnn.bidirectional(jaxrnn.rnn(h), jaxrnn.gru(h), merge="sum"),
+    "learned_state": lambda h: jaxrnn.learned_initial_state(jaxrnn.lstm(h)),
+    "learned_stack": lambda h: jaxrnn.learned_initial_state(
+        jaxrnn.stack([jaxrnn.gru(h), jaxrnn.rnn(h)])),
+})
+
+
+def random_params(model, key, input_size, scale=0.3):
+  """Initialised parameters plus noise, so biases and learned states are non-trivial."""
+  k_init, k_noise = jax.random.split(key)
+  params = model.init(k_init, input_size)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(k_noise, len(leaves))
+  leaves = [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def random_like(key, tree):
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  return jax.tree.unflatten(
+      treedef, [jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+
+
+def python_loop(step, params, xs, state):
+  """The reference: a Python loop over ``step``, time-major."""
+  ys = []
+  for t in range(xs.shape[0]):
+    state, y = step(params, state, xs[t])
+    ys.append(y)
+  return state, jnp.stack(ys)
+
+
+def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(
+      np.asarray(x), np.asarray(y), rtol=rtol, atol=atol), a, b)
+
+
+def max_rel_error(a, b):
+  """max |a-b| / max(|b|, tiny) over a whole pytree."""
+  num = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  den = max(float(jnp.max(jnp.abs(y))) for y in jax.tree.leaves(b))
+  return num / max(den, 1e-300)

@@ -1,0 +1,282 @@
+"""Weight converters between jaxrnn and Flax linen's recurrent cells.
+
+Flax keeps one bias per gate where jaxrnn keeps two (``b_x`` and ``b_h``):
+
+- ``LSTMCell`` / ``OptimizedLSTMCell`` (gates ``i, f, g, o`` in sub-modules
+  ``ii..io`` without bias and ``hi..ho`` with bias): jaxrnn's ``b_h`` is Flax's
+  bias and ``b_x`` is zero.
+- ``GRUCell`` (reset-after, ``r, z, n``; biases on ``ir, iz, in`` and ``hn``):
+  ``b_x`` is ``[b_ir, b_iz, b_in]`` and ``b_h`` is ``[0, 0, b_hn]``.
+- ``SimpleCell`` (bias on ``i``): ``b_x`` is Flax's bias and ``b_h`` is zero.
+
+So Flax -> jaxrnn -> Flax gives back identical arrays. The other way,
+`to_flax` folds ``b_x + b_h`` into Flax's single bias wherever the two are
+only added (every bias but the GRU's ``b_hn``). The outputs stay the same (to
+rounding: jaxrnn's own forward adds the two biases before the matmul results
+for the RNN and the LSTM), but jaxrnn -> Flax -> jaxrnn moves the input-side
+bias to the side Flax keeps, so those arrays change. Flax's kernels are laid
+out for ``x @ kernel``, like jaxrnn's.
+
+Flax is imported inside the functions; it is not a dependency of jaxrnn.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._src import cells
+from jaxrnn._src import unroll as unroll_lib
+
+_LSTM_GATES = ("i", "f", "g", "o")
+_GRU_GATES = ("r", "z", "n")
+
+
+def _linen():
+  try:
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("jaxrnn.interop's Flax converters need flax: pip install flax.") from e
+  return nn
+
+
+def _cell_kind(cell, argument):
+  """``"lstm"``, ``"gru"`` or ``"simple"`` for a Flax cell class or instance."""
+  nn = _linen()
+  cls = cell if isinstance(cell, type) else type(cell)
+  for kind, classes in (("lstm", (nn.LSTMCell, nn.OptimizedLSTMCell)), ("gru", (nn.GRUCell,)),
+                        ("simple", (nn.SimpleCell,))):
+    if issubclass(cls, classes):
+      return kind
+  raise TypeError(f"{argument}: expected flax.linen LSTMCell, OptimizedLSTMCell, GRUCell or"
+                  f" SimpleCell (or nn.RNN over one), got {cls.__name__}.")
+
+
+def _activation_name(fn):
+  if fn is jnp.tanh or fn is jax.nn.tanh:
+    return "tanh"
+  if fn is jax.nn.relu:
+    return "relu"
+  return None
+
+
+def _check_functions(cell, kind, argument):
+  """Rejects cells whose nonlinearities or options jaxrnn's cells don't have."""
+  if getattr(cell, "gate_fn", jax.nn.sigmoid) is not jax.nn.sigmoid:
+    raise ValueError(f"{argument}: gate_fn must be the default sigmoid; jaxrnn's gates are"
+                     " sigmoids.")
+  activation = _activation_name(cell.activation_fn)
+  allowed = ("tanh", "relu") if kind == "simple" else ("tanh",)
+  if activation not in allowed:
+    raise ValueError(f"{argument}: activation_fn must be {' or '.join(allowed)} for a jaxrnn"
+                     f" {kind} cell, got {cell.activation_fn!r}.")
+  if getattr(cell, "residual", False):
+    raise ValueError(f"{argument}: SimpleCell(residual=True) adds h to the pre-activation, which"
+                     " jaxrnn's rnn cell does not; use residual=False.")
+  return activation
+
+
+def _unwrap(module, variables):
+  """The cell module and its parameter dict, from a cell or ``nn.RNN`` and its variables."""
+  nn = _linen()
+  params = variables.get("params", variables) if hasattr(variables, "get") else None
+  if params is None:
+    raise TypeError(f"variables: expected a dict of Flax variables, got"
+                    f" {type(variables).__name__}.")
+  if isinstance(module, nn.RNN):
+    module = module.cell
+    if "cell" in params:
+      params = params["cell"]
+  return module, params
+
+
+def _get(params, name, field):
+  try:
+    return params[name][field]
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"variables: expected a '{name}' entry with a '{field}' array (Flax's"
+                     f" parameter names), found top-level keys {sorted(params)}.") from e
+
+
+def from_flax(module, variables):
+  """Converts a Flax linen recurrent cell's variables into a jaxrnn cell.
+
+  Supports ``LSTMCell``, ``OptimizedLSTMCell`` (same parameters), ``GRUCell``
+  and ``SimpleCell`` (tanh or relu), alone or inside ``nn.RNN``. The result
+  computes what the cell computes: with ``nn.RNN``'s default
+  ``time_major=False``,
+
+  .. code-block:: python
+
+    model, params = from_flax(rnn, variables)
+    final, ys = jaxrnn.unroll(model, params, xs, time_major=False)
+
+  gives ``ys == rnn.apply(variables, xs)``. The final state is
+  `from_flax_carry` of Flax's carry (Flax's LSTM carry is ``(c, h)``).
+  ``nn.RNN``'s ``time_major`` and ``reverse`` are not part of the model: pass
+  them to `unroll`.
+
+  Args:
+    module: a Flax cell instance, or an ``nn.RNN`` whose ``cell`` is one.
+    variables: the cell's variables, ``{"params": {...}}`` as returned by
+      ``init`` (with the ``"cell"`` level that ``nn.RNN`` adds, if any), or
+      the ``params`` dict itself.
+
+  Returns:
+    ``(model, params)``: a jaxrnn cell (``lstm``, ``gru`` with
+    ``reset_after=True`` or ``rnn``) and its parameters, in the dtype of
+    Flax's arrays.
+
+  Raises:
+    TypeError: ``module`` is not one of the supported cells.
+    ValueError: the cell uses a nonlinearity or option jaxrnn lacks, or
+      ``variables`` lacks a parameter.
+  """
+  cell, params = _unwrap(module, variables)
+  kind = _cell_kind(cell, "module")
+  activation = _check_functions(cell, kind, "module")
+  concat = lambda names, field: jnp.concatenate([_get(params, n, field) for n in names], axis=-1)
+  if kind == "lstm":
+    b_h = concat([f"h{g}" for g in _LSTM_GATES], "bias")
+    p = cells.LSTMParams(w_x=concat([f"i{g}" for g in _LSTM_GATES], "kernel"),
+                         w_h=concat([f"h{g}" for g in _LSTM_GATES], "kernel"),
+                         b_x=jnp.zeros_like(b_h), b_h=b_h)
+    model = cells.lstm(p.w_h.shape[0])
+  elif kind == "gru":
+    b_x = concat([f"i{g}" for g in _GRU_GATES], "bias")
+    b_hn = _get(params, "hn", "bias")
+    p = cells.GRUParams(w_x=concat([f"i{g}" for g in _GRU_GATES], "kernel"),
+                        w_h=concat([f"h{g}" for g in _GRU_GATES], "kernel"),
+                        b_x=b_x, b_h=jnp.concatenate([jnp.zeros_like(b_x[:-b_hn.shape[0]]), b_hn]))
+    model = cells.gru(p.w_h.shape[0], reset_after=True)
+  else:
+    b_x = _get(params, "i", "bias")
+    p = cells.RNNParams(w_x=_get(params, "i", "kernel"), w_h=_get(params, "h", "kernel"),
+                        b_x=b_x, b_h=jnp.zeros_like(b_x))
+    model = cells.rnn(p.w_h.shape[0], activation=activation)
+  return model, p
+
+
+def to_flax(model, params, cell, *, check=True):
+  """Writes jaxrnn cell parameters as Flax linen variables.
+
+  ``b_x + b_h`` is folded into Flax's single bias where the two are only added
+  (see the module docstring): outputs are unchanged, and converting back
+  gives the same function with the bias on Flax's side. A jaxrnn cell without
+  biases is written with zero biases.
+
+  Args:
+    model: the jaxrnn cell ``params`` belong to; used only by ``check``.
+    params: `LSTMParams`, `GRUParams` or `RNNParams` of a single cell.
+    cell: the Flax cell to write for: a class (``nn.LSTMCell``,
+      ``nn.OptimizedLSTMCell``, ``nn.GRUCell``, ``nn.SimpleCell``), an instance
+      of one, or an ``nn.RNN`` over one (then the result has ``nn.RNN``'s
+      ``"cell"`` level).
+    check: run ``model`` and the Flax cell on a short random sequence and raise
+      if they disagree. The parameters alone cannot tell a reset-before GRU
+      (which ``GRUCell`` is not) or a ReLU RNN from the others, so this is
+      what catches a cell Flax cannot represent.
+
+  Returns:
+    ``{"params": {...}}`` with Flax's parameter names, ready for ``apply``.
+
+  Raises:
+    TypeError: ``cell`` or ``params`` is not a supported kind, or they differ.
+    ValueError: (with ``check``) ``model`` computes something the Flax cell
+      does not.
+  """
+  nn = _linen()
+  wrapped = isinstance(cell, nn.RNN)
+  if wrapped:
+    cell = cell.cell
+  kind = _cell_kind(cell, "cell")
+  expected = {"lstm": cells.LSTMParams, "gru": cells.GRUParams, "simple": cells.RNNParams}[kind]
+  if not isinstance(params, expected):
+    raise TypeError(f"params: a Flax {kind} cell needs {expected.__name__}, got"
+                    f" {type(params).__name__}.")
+  hidden_size = params.w_h.shape[0]
+  bias = params.b_x is not None
+  zeros = jnp.zeros(params.w_h.shape[1], params.w_h.dtype)
+  total = params.b_x + params.b_h if bias else zeros
+  block = lambda a, k: a[..., k * hidden_size:(k + 1) * hidden_size]
+  out = {}
+  if kind == "lstm":
+    for k, g in enumerate(_LSTM_GATES):
+      out[f"i{g}"] = {"kernel": block(params.w_x, k)}
+      out[f"h{g}"] = {"kernel": block(params.w_h, k), "bias": block(total, k)}
+  elif kind == "gru":
+    b_x = params.b_x if bias else zeros
+    b_h = params.b_h if bias else zeros
+    for k, g in enumerate(_GRU_GATES):
+      out[f"i{g}"] = {"kernel": block(params.w_x, k),
+                      "bias": block(b_x, k) if g == "n" else block(total, k)}
+      out[f"h{g}"] = {"kernel": block(params.w_h, k)}
+    out["hn"]["bias"] = block(b_h, 2)
+  else:
+    out["i"] = {"kernel": params.w_x, "bias": total}
+    out["h"] = {"kernel": params.w_h}
+  if check:
+    _check_against_flax(model, params, cell, out, hidden_size)
+  if wrapped:
+    out = {"cell": out}
+  return {"params": out}
+
+
+def _check_against_flax(model, params, cell, cell_params, hidden_size):
+  nn = _linen()
+  if isinstance(cell, type):
+    cell = cell(features=hidden_size, param_dtype=params.w_h.dtype)
+  elif cell.features != hidden_size:
+    raise ValueError(f"cell: has features={cell.features} but params have hidden size"
+                     f" {hidden_size}.")
+  dtype = params.w_x.dtype
+  # Three steps: a reset-before and a reset-after GRU agree on the first one (h0 = 0).
+  xs = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, params.w_x.shape[0])), dtype)
+  theirs = nn.RNN(cell).apply({"params": {"cell": cell_params}}, xs)
+  _, ours = unroll_lib.unroll(model, params, xs, time_major=False)
+  err = float(jnp.max(jnp.abs(ours - theirs)))
+  if not err <= 1e-4 * max(1.0, float(jnp.max(jnp.abs(theirs)))):
+    hint = {"GRUCell": " Flax's GRUCell is reset-after; a jaxrnn gru(reset_after=False) has no"
+                       " Flax equivalent.",
+            "SimpleCell": " Check that the SimpleCell's activation_fn matches the cell's."}
+    raise ValueError(f"model: Flax {type(cell).__name__} with these weights computes different"
+                     f" outputs (max abs difference {err:.3g}), so it cannot represent this"
+                     f" model.{hint.get(type(cell).__name__, '')} Pass check=False to skip"
+                     " this check.")
+
+
+def from_flax_carry(carry):
+  """Converts a Flax cell's carry into the jaxrnn cell's state.
+
+  Flax's LSTM carry is the pair ``(c, h)``, cell first; jaxrnn's is
+  ``LSTMState(hidden=h, cell=c)``. GRU and simple-cell carries are the
+  hidden array in both.
+
+  Args:
+    carry: a Flax carry, e.g. from ``nn.RNN(..., return_carry=True)``.
+
+  Returns:
+    The jaxrnn state.
+  """
+  if isinstance(carry, cells.LSTMState):
+    raise TypeError("carry: got a jaxrnn LSTMState, which is already a jaxrnn state.")
+  if isinstance(carry, (tuple, list)):
+    if len(carry) != 2:
+      raise ValueError(f"carry: expected an LSTM's (c, h) pair or an array, got a sequence of"
+                       f" {len(carry)}.")
+    c, h = carry
+    return cells.LSTMState(hidden=h, cell=c)
+  return carry
+
+
+def to_flax_carry(state):
+  """Converts a jaxrnn cell state into a Flax carry (the inverse of `from_flax_carry`).
+
+  Args:
+    state: a jaxrnn `LSTMState` or hidden-state array.
+
+  Returns:
+    ``(c, h)`` for an LSTM, else the array; usable as ``initial_carry``.
+  """
+  if isinstance(state, cells.LSTMState):
+    return (state.cell, state.hidden)
+  return state

@@ -1,0 +1,132 @@
+"""jaxrnn.interop against Flax linen's LSTMCell, OptimizedLSTMCell, GRUCell and SimpleCell."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import flax.linen as nn
+import jax
+import numpy as np
+
+import jaxrnn
+from jaxrnn import interop
+
+T, B, I, H = 5, 3, 4, 6
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+CELLS = (
+    ("lstm", lambda: nn.LSTMCell(H)),
+    ("optimized_lstm", lambda: nn.OptimizedLSTMCell(H)),
+    ("gru", lambda: nn.GRUCell(H)),
+    ("simple_tanh", lambda: nn.SimpleCell(H)),
+    ("simple_relu", lambda: nn.SimpleCell(H, activation_fn=nn.relu)),
+)
+
+
+def _randomize(tree, seed):
+  """Every array of ``tree`` drawn N(0, 0.5^2), so that biases are not Flax's zeros."""
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return treedef.unflatten([0.5 * jax.random.normal(k, x.shape, x.dtype)
+                            for k, x in zip(keys, leaves)])
+
+
+def _inputs(seed=0):
+  return jax.random.normal(jax.random.key(seed), (B, T, I))
+
+
+def _assert_trees_equal(test, a, b):
+  test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    test.assertEqual(x.dtype, y.dtype)
+    test.assertTrue(np.array_equal(x, y))
+
+
+class FromFlaxTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*CELLS)
+  def test_outputs_and_final_carry_match(self, make_cell):
+    rnn = nn.RNN(make_cell())
+    xs = _inputs()
+    variables = _randomize(rnn.init(jax.random.key(0), xs), seed=1)
+    carry0 = _randomize(rnn.cell.initialize_carry(jax.random.key(0), xs[:, 0].shape), seed=2)
+    carry, ys = rnn.apply(variables, xs, initial_carry=carry0, return_carry=True)
+
+    model, params = interop.from_flax(rnn, variables)
+    final, our_ys = jaxrnn.unroll(model, params, xs, interop.from_flax_carry(carry0),
+                                  time_major=False)
+
+    np.testing.assert_allclose(our_ys, ys, **TOL)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL),
+                 interop.to_flax_carry(final), carry)
+
+  @parameterized.named_parameters(*CELLS)
+  def test_round_trip_is_exact(self, make_cell):
+    rnn = nn.RNN(make_cell())
+    variables = _randomize(rnn.init(jax.random.key(0), _inputs()), seed=1)
+    model, params = interop.from_flax(rnn, variables)
+    # check=False: ToFlaxTest covers the check; here only the arrays matter.
+    _assert_trees_equal(self, interop.to_flax(model, params, rnn, check=False), variables)
+
+  def test_bare_cell_and_bare_params_are_accepted(self):
+    cell = nn.GRUCell(H)
+    x = _inputs()[:, 0]
+    variables = _randomize(cell.init(jax.random.key(0), cell.initialize_carry(
+        jax.random.key(0), x.shape), x), seed=1)
+    _, params = interop.from_flax(cell, variables["params"])
+    _assert_trees_equal(self, interop.to_flax(jaxrnn.gru(H), params, nn.GRUCell), variables)
+
+
+class ToFlaxTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("lstm", lambda: jaxrnn.lstm(H), nn.LSTMCell(H)),
+      ("optimized_lstm_no_bias", lambda: jaxrnn.lstm(H, bias=False, forget_bias=0.0),
+       nn.OptimizedLSTMCell(H)),
+      ("gru", lambda: jaxrnn.gru(H), nn.GRUCell(H)),
+      ("gru_no_bias", lambda: jaxrnn.gru(H, bias=False), nn.GRUCell(H)),
+      ("rnn_tanh", lambda: jaxrnn.rnn(H), nn.SimpleCell(H)),
+      ("rnn_relu", lambda: jaxrnn.rnn(H, activation="relu"),
+       nn.SimpleCell(H, activation_fn=nn.relu)),
+  )
+  def test_jaxrnn_cell_runs_the_same_in_flax(self, make_cell, flax_cell):
+    model = make_cell()
+    # Random b_x and b_h both: to_flax has to fold them into Flax's one bias.
+    params = _randomize(model.init(jax.random.key(0), I), seed=3)
+    rnn = nn.RNN(flax_cell)
+    xs = _inputs(seed=4)
+    ys = rnn.apply(interop.to_flax(model, params, rnn), xs)
+    _, our_ys = jaxrnn.unroll(model, params, xs, time_major=False)
+    np.testing.assert_allclose(our_ys, ys, **TOL)
+
+  def test_jaxrnn_flax_jaxrnn_keeps_the_function(self):
+    model = jaxrnn.lstm(H)
+    params = _randomize(model.init(jax.random.key(0), I), seed=3)
+    _, back = interop.from_flax(nn.LSTMCell(H), interop.to_flax(model, params, nn.LSTMCell))
+    np.testing.assert_array_equal(back.w_x, params.w_x)
+    np.testing.assert_array_equal(back.b_h, params.b_x + params.b_h)
+    np.testing.assert_array_equal(back.b_x, 0.0)
+
+  def test_reset_before_gru_is_rejected(self):
+    model = jaxrnn.gru(H, reset_after=False)
+    params = _randomize(model.init(jax.random.key(0), I), seed=3)
+    with self.assertRaisesRegex(ValueError, "reset-after"):
+      interop.to_flax(model, params, nn.GRUCell)
+
+  def test_mismatched_cell_type_is_rejected(self):
+    model = jaxrnn.lstm(H)
+    with self.assertRaisesRegex(TypeError, "GRUParams"):
+      interop.to_flax(model, model.init(jax.random.key(0), I), nn.GRUCell)
+
+  @parameterized.named_parameters(
+      ("residual", nn.SimpleCell(H, residual=True), "residual"),
+      ("activation", nn.SimpleCell(H, activation_fn=jax.nn.gelu), "activation_fn"),
+      ("gate_fn", nn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid), "gate_fn"),
+  )
+  def test_unsupported_options_are_rejected(self, cell, message):
+    rnn = nn.RNN(cell)
+    variables = rnn.init(jax.random.key(0), _inputs())
+    with self.assertRaisesRegex(ValueError, message):
+      interop.from_flax(rnn, variables)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,140 @@
+"""jaxrnn.interop against Haiku's hk.LSTM, hk.GRU and hk.VanillaRNN."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import haiku as hk
+import jax
+import numpy as np
+
+import jaxrnn
+from jaxrnn import interop
+
+T, B, I, H = 5, 3, 4, 6
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+CORES = (
+    ("lstm", hk.LSTM, dict()),
+    ("gru", hk.GRU, dict()),
+    ("vanilla_rnn", hk.VanillaRNN, dict()),
+    ("vanilla_rnn_single_bias", hk.VanillaRNN, dict(double_bias=False)),
+)
+
+
+def _randomize(tree, seed):
+  """Every array of ``tree`` drawn N(0, 0.5^2), so that biases are not Haiku's zeros."""
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return treedef.unflatten([0.5 * jax.random.normal(k, x.shape, x.dtype)
+                            for k, x in zip(keys, leaves)])
+
+
+def _unroll_fn(core_cls, kwargs, name=None):
+  """``(xs, state) -> (ys, final)`` with ``hk.dynamic_unroll``, time-major."""
+  def run(xs, state):
+    return hk.dynamic_unroll(core_cls(H, name=name, **kwargs), xs, state)
+  return hk.without_apply_rng(hk.transform(run))
+
+
+def _initial_state(core_cls, kwargs, seed):
+  zeros = hk.transform(lambda: core_cls(H, **kwargs).initial_state(B)).apply({}, None)
+  return _randomize(zeros, seed)
+
+
+def _inputs(seed=0):
+  return jax.random.normal(jax.random.key(seed), (T, B, I))
+
+
+def _assert_trees_equal(test, a, b):
+  test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    test.assertEqual(x.dtype, y.dtype)
+    test.assertTrue(np.array_equal(x, y))
+
+
+class FromHaikuTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*CORES)
+  def test_outputs_and_final_state_match(self, core_cls, kwargs):
+    fn = _unroll_fn(core_cls, kwargs)
+    xs = _inputs()
+    state = _initial_state(core_cls, kwargs, seed=2)
+    hk_params = _randomize(fn.init(jax.random.key(0), xs, state), seed=1)
+    ys, final = fn.apply(hk_params, xs, state)
+
+    model, params = interop.from_haiku(core_cls, hk_params)
+    our_state = jaxrnn.LSTMState(*state) if core_cls is hk.LSTM else state
+    our_final, our_ys = jaxrnn.unroll(model, params, xs, our_state)
+
+    np.testing.assert_allclose(our_ys, ys, **TOL)
+    # Both LSTM states are (hidden, cell) named tuples, of different classes.
+    for a, b in zip(jax.tree.leaves(our_final), jax.tree.leaves(final)):
+      np.testing.assert_allclose(a, b, **TOL)
+
+  @parameterized.named_parameters(*CORES)
+  def test_round_trip_is_exact(self, core_cls, kwargs):
+    fn = _unroll_fn(core_cls, kwargs)
+    xs = _inputs()
+    hk_params = _randomize(
+        fn.init(jax.random.key(0), xs, _initial_state(core_cls, kwargs, 2)), seed=1)
+    model, params = interop.from_haiku(core_cls, hk_params)
+    # check=False: ToHaikuTest covers the check; here only the arrays matter.
+    back = interop.to_haiku(model, params, double_bias=kwargs.get("double_bias", True),
+                            check=False)
+    _assert_trees_equal(self, back, hk_params)
+
+  def test_forget_gate_constant_goes_to_b_h(self):
+    fn = _unroll_fn(hk.LSTM, {})
+    hk_params = fn.init(jax.random.key(0), _inputs(), _initial_state(hk.LSTM, {}, 2))
+    _, params = interop.from_haiku("LSTM", hk_params)
+    np.testing.assert_array_equal(params.b_h, np.repeat([0.0, 1.0, 0.0, 0.0], H))
+
+  def test_custom_module_name(self):
+    fn = _unroll_fn(hk.GRU, {}, name="encoder")
+    xs = _inputs()
+    state = _initial_state(hk.GRU, {}, 2)
+    hk_params = _randomize(fn.init(jax.random.key(0), xs, state), seed=1)
+    model, params = interop.from_haiku(hk.GRU, hk_params, name="encoder")
+    _assert_trees_equal(self, interop.to_haiku(model, params, name="encoder", check=False), hk_params)
+    with self.assertRaisesRegex(ValueError, "name="):
+      interop.from_haiku(hk.GRU, hk_params)
+
+
+class ToHaikuTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("lstm", lambda: jaxrnn.lstm(H), hk.LSTM, dict()),
+      ("lstm_no_bias", lambda: jaxrnn.lstm(H, bias=False, forget_bias=0.0), hk.LSTM, dict()),
+      ("gru_reset_before", lambda: jaxrnn.gru(H, reset_after=False), hk.GRU, dict()),
+      ("rnn_relu", lambda: jaxrnn.rnn(H, activation="relu"), hk.VanillaRNN, dict()),
+      ("rnn_relu_single_bias", lambda: jaxrnn.rnn(H, activation="relu"), hk.VanillaRNN,
+       dict(double_bias=False)),
+  )
+  def test_jaxrnn_cell_runs_the_same_in_haiku(self, make_cell, core_cls, kwargs):
+    model = make_cell()
+    # Random b_x and b_h both: to_haiku has to fold them into Haiku's one bias.
+    params = _randomize(model.init(jax.random.key(0), I), seed=3)
+    xs = _inputs(seed=4)
+    state = _initial_state(core_cls, kwargs, seed=5)
+    hk_params = interop.to_haiku(model, params, double_bias=kwargs.get("double_bias", True))
+    ys, _ = _unroll_fn(core_cls, kwargs).apply(hk_params, xs, state)
+    our_state = jaxrnn.LSTMState(*state) if core_cls is hk.LSTM else state
+    _, our_ys = jaxrnn.unroll(model, params, xs, our_state)
+    np.testing.assert_allclose(our_ys, ys, **TOL)
+
+  @parameterized.named_parameters(
+      ("reset_after_gru", lambda: jaxrnn.gru(H), "reset-before"),
+      ("tanh_rnn", lambda: jaxrnn.rnn(H), "ReLU"),
+  )
+  def test_cells_haiku_lacks_are_rejected(self, make_cell, message):
+    model = make_cell()
+    params = _randomize(model.init(jax.random.key(0), I), seed=3)
+    with self.assertRaisesRegex(ValueError, message):
+      interop.to_haiku(model, params)
+
+  def test_other_cores_are_rejected(self):
+    with self.assertRaisesRegex(TypeError, "core"):
+      interop.from_haiku(hk.Linear, {})
+
+
+if __name__ == "__main__":
+  absltest.main()

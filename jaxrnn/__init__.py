@@ -2,6 +2,7 @@
 
 # --- core (cells, unroll, bptt, composites, readout, losses) ---
 from jaxrnn._src.base import Cell
+from jaxrnn._src.base import CellConfig
 from jaxrnn._src.base import Model
 from jaxrnn._src.base import StateGradClip
 from jaxrnn._src.base import clip_state_grad_by_norm
@@ -14,9 +15,12 @@ from jaxrnn._src.cells import RNNParams
 from jaxrnn._src.cells import gru
 from jaxrnn._src.cells import lstm
 from jaxrnn._src.cells import rnn
+from jaxrnn._src.composites import BidirectionalConfig
 from jaxrnn._src.composites import BidirectionalParams
 from jaxrnn._src.composites import BidirectionalState
+from jaxrnn._src.composites import LearnedStateConfig
 from jaxrnn._src.composites import LearnedStateParams
+from jaxrnn._src.composites import StackConfig
 from jaxrnn._src.composites import StackParams
 from jaxrnn._src.composites import StackState
 from jaxrnn._src.composites import bidirectional
@@ -32,6 +36,16 @@ from jaxrnn._src.truncated import truncated_value_and_grad
 from jaxrnn._src.unroll import unroll
 
 # --- training ---
+from jaxrnn._src.training import TrainState
+from jaxrnn._src.training import UpdateNormState
+from jaxrnn._src.training import clipped_grad_norm
+from jaxrnn._src.training import init_train_state
+from jaxrnn._src.training import make_eval_step
+from jaxrnn._src.training import make_optimizer
+from jaxrnn._src.training import make_schedule
+from jaxrnn._src.training import make_train_step
+from jaxrnn._src.training import record_update_norm
+from jaxrnn._src.training import skipped_steps
 
 # --- parallel ---
 

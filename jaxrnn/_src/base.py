@@ -35,6 +35,8 @@ class Model(NamedTuple):
     initial_state_grad: ``initial_state_grad(params, d_state) -> d_params``,
       the hand-derived transpose of ``initial_state`` (non-zero only where the
       initial state is learned).
+    config: what the model is, as data: a `CellConfig` for a cell, or the
+      composite's own config naming its parts. Converters read it.
   """
   init: Callable[..., PyTree]
   initial_state: Callable[..., PyTree]
@@ -44,6 +46,28 @@ class Model(NamedTuple):
   forward: Callable[..., tuple[PyTree, Array]]
   backward: Callable[..., tuple[PyTree, Array, PyTree, Array]]
   initial_state_grad: Callable[[PyTree, PyTree], PyTree]
+  config: Any = None
+
+
+class CellConfig(NamedTuple):
+  """The options a cell was built with.
+
+  Attributes:
+    kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+    hidden_size: H.
+    bias: whether the cell has ``b_x`` and ``b_h``.
+    activation: the RNN's ``"tanh"`` or ``"relu"`` (None for other cells).
+    reset_after: the GRU's candidate formula (None for other cells).
+    forget_bias: the LSTM's initial forget-gate bias (None for other cells).
+    dtype: the compute dtype, or None.
+  """
+  kind: str
+  hidden_size: int
+  bias: bool = True
+  activation: Optional[str] = None
+  reset_after: Optional[bool] = None
+  forget_bias: Optional[float] = None
+  dtype: Any = None
 
 
 # Cells are models; the alias names what `rnn`, `lstm` and `gru` return.

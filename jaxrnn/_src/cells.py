@@ -152,7 +152,7 @@ def _weight_grad(inputs, d_pre):
 
 
 def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
-        dtype=None, name="rnn"):
+        dtype=None):
   r"""The Elman RNN (Elman 1990).
 
   .. math::
@@ -183,7 +183,6 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
     recurrent_init: ``"uniform"`` or ``"orthogonal"`` for ``W_h``.
     dtype: compute dtype of the matmuls (e.g. ``jnp.bfloat16``); parameters
       and the carried state stay in float32 (float64 under x64).
-    name: a label used in error messages.
 
   Returns:
     A `Cell` with `RNNParams` parameters.
@@ -219,9 +218,9 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
   kernel = recurrence.Kernel(project, recur, recur_bwd, param_grads, lambda h: h)
+  config = base.CellConfig("rnn", hidden_size, bias, activation=activation, dtype=dtype)
   return recurrence.cell_model(
-      kernel, init, lambda p, b: _initial_state_zeros(hidden_size, p, b),
-      hidden_size, _input_size, name)
+      kernel, init, lambda p, b: _initial_state_zeros(hidden_size, p, b), _input_size, config)
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +238,7 @@ def _gate_scale(hidden_size, sigmoid_blocks, dtype):
 
 
 def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
-         dtype=None, name="lstm"):
+         dtype=None):
   r"""Long short-term memory (Hochreiter and Schmidhuber 1997).
 
   Gate order ``i, f, g, o`` (PyTorch's), with
@@ -281,7 +280,6 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
     bias: whether to have ``b_x`` and ``b_h``.
     recurrent_init: ``"uniform"`` or ``"orthogonal"`` (per gate block).
     dtype: compute dtype of the matmuls; parameters and state stay float32.
-    name: a label used in error messages.
 
   Returns:
     A `Cell` with `LSTMParams` parameters and `LSTMState` states.
@@ -341,7 +339,8 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
   kernel = recurrence.Kernel(project, recur, recur_bwd, param_grads, lambda s: s.hidden)
-  return recurrence.cell_model(kernel, init, initial_state, H, _input_size, name)
+  config = base.CellConfig("lstm", H, bias, forget_bias=forget_bias, dtype=dtype)
+  return recurrence.cell_model(kernel, init, initial_state, _input_size, config)
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +348,7 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
 
 
 def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
-        dtype=None, name="gru"):
+        dtype=None):
   r"""Gated recurrent unit (Cho et al. 2014).
 
   Gate order ``r, z, n`` (PyTorch's). With
@@ -398,7 +397,6 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     bias: whether to have ``b_x`` and ``b_h``.
     recurrent_init: ``"uniform"`` or ``"orthogonal"`` (per gate block).
     dtype: compute dtype of the matmuls; parameters and state stay float32.
-    name: a label used in error messages.
 
   Returns:
     A `Cell` with `GRUParams` parameters.
@@ -485,5 +483,6 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   else:
     kernel = recurrence.Kernel(project, recur_before, recur_bwd_before, param_grads_before,
                                lambda h: h)
+  config = base.CellConfig("gru", H, bias, reset_after=reset_after, dtype=dtype)
   return recurrence.cell_model(
-      kernel, init, lambda p, b: _initial_state_zeros(H, p, b), H, _input_size, name)
+      kernel, init, lambda p, b: _initial_state_zeros(H, p, b), _input_size, config)

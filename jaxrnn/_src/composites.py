@@ -12,6 +12,24 @@ from jaxrnn._src import unroll as unroll_lib
 PyTree = Any
 
 
+class StackConfig(NamedTuple):
+  """What a `stack` is made of: ``layers`` (their configs) and ``dropout``."""
+  layers: tuple
+  dropout: float
+
+
+class BidirectionalConfig(NamedTuple):
+  """What a `bidirectional` is made of: the two directions' configs and ``merge``."""
+  forward: Any
+  backward: Any
+  merge: str
+
+
+class LearnedStateConfig(NamedTuple):
+  """A `learned_initial_state` around ``core`` (its config)."""
+  core: Any
+
+
 class StackParams(NamedTuple):
   """Parameters of `stack`.
 
@@ -165,7 +183,8 @@ def stack(layers, *, dropout=0.0):
       init=init, initial_state=initial_state, step=step,
       output_size=layers[-1].output_size,
       input_size=lambda params: layers[0].input_size(params.layers[0]),
-      forward=forward, backward=backward, initial_state_grad=initial_state_grad)
+      forward=forward, backward=backward, initial_state_grad=initial_state_grad,
+      config=StackConfig(tuple(l.config for l in layers), dropout))
 
 
 _MERGES = ("concat", "sum")
@@ -240,7 +259,8 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
       init=init, initial_state=initial_state, step=step,
       output_size=f_size + b_size if merge == "concat" else f_size,
       input_size=lambda params: forward_model.input_size(params.forward),
-      forward=forward, backward=backward, initial_state_grad=initial_state_grad)
+      forward=forward, backward=backward, initial_state_grad=initial_state_grad,
+      config=BidirectionalConfig(forward_model.config, backward_model.config, merge))
 
 
 def learned_initial_state(model):
@@ -285,4 +305,5 @@ def learned_initial_state(model):
       output_size=model.output_size,
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
-      backward=backward, initial_state_grad=initial_state_grad)
+      backward=backward, initial_state_grad=initial_state_grad,
+      config=LearnedStateConfig(model.config))

@@ -265,11 +265,11 @@ def _static(ctx):
   return _Static(ctx.remat_chunk, ctx.scan_unroll, ctx.state_grad_clip)
 
 
-def cell_model(kernel, init, initial_state, hidden_size, input_size, name):
+def cell_model(kernel, init, initial_state, input_size, config):
   """Builds the `Model` of a cell from its kernel."""
 
   def step(params, state, x):
-    validation.check_step_input(name, x, input_size(params))
+    validation.check_step_input(config.kind, x, input_size(params))
     new_state, y, _ = kernel.recur(params, state, kernel.project(params, x))
     return new_state, y
 
@@ -288,9 +288,10 @@ def cell_model(kernel, init, initial_state, hidden_size, input_size, name):
       init=init,
       initial_state=initial_state,
       step=step,
-      output_size=hidden_size,
+      output_size=config.hidden_size,
       input_size=input_size,
       forward=forward,
       backward=backward_,
       initial_state_grad=lambda params, d_state: base.tree_zeros_like(params),
+      config=config,
   )

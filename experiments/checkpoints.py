@@ -1,0 +1,122 @@
+"""Orbax checkpoints of a `TrainState`, and the guards that keep a workdir consistent.
+
+Orbax writes each checkpoint into a temporary directory and renames it when it
+is complete, so a run killed mid-write leaves the previous checkpoint as the
+latest one; the half-written directory is ignored and cleaned up on restart.
+"""
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(Exception):
+  """A workdir's checkpoint cannot be resumed by this run."""
+
+
+def open_manager(directory: str, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
+  """A manager saving asynchronously into `directory` (created if missing)."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Starts saving `state` as checkpoint `step`; it lands when the write completes."""
+  manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[Any]:
+  """The latest checkpoint restored into the structure of `template`, or None.
+
+  Args:
+    manager: from `open_manager`.
+    template: a state of the expected structure, shapes and dtypes (e.g. a
+      freshly initialised one).
+
+  Raises:
+    CheckpointError: the checkpoint is unreadable or holds a different model.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None
+  where = os.path.join(str(manager.directory), str(step))
+  hint = ("it is left untouched; use another --workdir, or delete the checkpoint "
+          "to start over")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  try:
+    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # Orbax raises many types for damaged or foreign files.
+    reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise CheckpointError(f"cannot restore checkpoint {where} ({reason}); {hint}.") from e
+  expected, got = _describe(template), _describe(restored)
+  if expected != got:
+    for path, want in expected.items():
+      if got.get(path) != want:
+        raise CheckpointError(
+            f"checkpoint {where} does not fit this model: {path} is {got.get(path)}, "
+            f"this run expects {want}; {hint}.")
+    raise CheckpointError(f"checkpoint {where} does not fit this model's structure; {hint}.")
+  return restored
+
+
+def _describe(tree) -> dict:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
+          for path, leaf in leaves}
+
+
+def check_config(path: str, fingerprint: dict) -> None:
+  """Records `fingerprint` at `path`, or checks it against the one recorded there.
+
+  Raises:
+    CheckpointError: the workdir was made by a run with other settings.
+  """
+  if not os.path.exists(path):
+    _write_atomically(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+    return
+  try:
+    with open(path) as f:
+      recorded = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"cannot read {path} ({e}); use another --workdir.") from e
+  changed = [f"{k}: {recorded.get(k)!r} there, {fingerprint.get(k)!r} now"
+             for k in sorted(set(recorded) | set(fingerprint))
+             if recorded.get(k) != fingerprint.get(k)]
+  if changed:
+    raise CheckpointError(
+        f"{os.path.dirname(path) or '.'} holds a run with other settings "
+        f"({'; '.join(changed)}); use another --workdir or the same flags.")
+
+
+def truncate_jsonl(path: str, last_step: int) -> None:
+  """Keeps the complete lines of `path` whose "step" is <= `last_step`.
+
+  Lines written after the checkpoint a run resumes from (and a line cut short
+  by a kill) are dropped, so the resumed run appends each step exactly once.
+  """
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if line.endswith("\n") and record.get("step", last_step + 1) <= last_step:
+        kept.append(line)
+  _write_atomically(path, "".join(kept))
+
+
+def _write_atomically(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

@@ -1,0 +1,104 @@
+"""The experiments' model: embedding (for tokens) -> recurrent core -> dense readout."""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+import jaxrnn
+
+CELLS = {"rnn": jaxrnn.rnn, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
+
+
+class ModelParams(NamedTuple):
+  """Parameters of `SequenceModel`.
+
+  Attributes:
+    embedding: ``[vocab, embed_size]`` token embeddings, or None for float inputs.
+    core: the recurrent core's parameters (a cell's or `StackParams`).
+    readout: `DenseParams` of the per-step readout.
+  """
+  embedding: Optional[jax.Array]
+  core: Any
+  readout: Any
+
+
+class SequenceModel(NamedTuple):
+  """A sequence-to-sequence model as pure functions.
+
+  Attributes:
+    init: ``init(key) -> ModelParams``.
+    apply: ``apply(params, inputs, rng=None) -> outputs [T, B, output_size]``.
+    core: the recurrent core (a `jaxrnn` model), for stepping it by hand.
+    readout: the `jaxrnn.dense` readout.
+  """
+  init: Callable[[jax.Array], ModelParams]
+  apply: Callable[..., jax.Array]
+  core: Any
+  readout: Any
+
+
+def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int,
+                   output_size: int, *, tokens: bool, embed_size: int = 32) -> SequenceModel:
+  """Builds the model.
+
+  Args:
+    cell: "rnn" (tanh), "lstm" or "gru".
+    hidden_size: units per layer.
+    num_layers: 1 gives a bare cell, more a `jaxrnn.stack`.
+    input_size: feature size, or the vocabulary size when `tokens`.
+    output_size: outputs per step.
+    tokens: inputs are int tokens, embedded by a learned `[input_size, embed_size]` table.
+    embed_size: size of the embedding.
+
+  Returns:
+    A `SequenceModel`.
+  """
+  layers = [CELLS[cell](hidden_size) for _ in range(num_layers)]
+  core = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
+  readout = jaxrnn.dense(output_size)
+  core_input_size = embed_size if tokens else input_size
+
+  def init(key: jax.Array) -> ModelParams:
+    k_embed, k_core, k_readout = jax.random.split(key, 3)
+    embedding = (jax.random.normal(k_embed, (input_size, embed_size)) if tokens else None)
+    return ModelParams(embedding=embedding, core=core.init(k_core, core_input_size),
+                       readout=readout.init(k_readout, core.output_size))
+
+  def apply(params: ModelParams, inputs: jax.Array, rng=None) -> jax.Array:
+    xs = params.embedding[inputs] if tokens else inputs
+    _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
+    return readout.apply(params.readout, ys)
+
+  return SequenceModel(init=init, apply=apply, core=core, readout=readout)
+
+
+def sample_text(model: SequenceModel, params: ModelParams, vocab: str, prompt: str,
+                length: int, key: jax.Array, temperature: float = 0.8) -> str:
+  """Continues `prompt` with `length` characters sampled from a character model.
+
+  Args:
+    model: a token model over `vocab`.
+    params: its parameters.
+    vocab: the characters, in token order.
+    prompt: non-empty text made of `vocab`'s characters; read before sampling.
+    length: characters to sample.
+    key: PRNG key.
+    temperature: softmax temperature; lower is more conservative.
+
+  Returns:
+    `prompt` followed by the sampled characters.
+  """
+  lookup = {c: i for i, c in enumerate(vocab)}
+  prompt_ids = jnp.asarray([[lookup[c]] for c in prompt], jnp.int32)  # [T, 1]
+  state, ys = jaxrnn.unroll(model.core, params.core, params.embedding[prompt_ids])
+  logits = model.readout.apply(params.readout, ys[-1:])[0]
+
+  def step(carry, step_key):
+    state, logits = carry
+    token = jax.random.categorical(step_key, logits / temperature)
+    state, y = model.core.step(params.core, state, params.embedding[token])
+    return (state, model.readout.apply(params.readout, y[None])[0]), token[0]
+
+  _, tokens = jax.lax.scan(step, (state, logits), jax.random.split(key, length))
+  return prompt + "".join(vocab[int(t)] for t in tokens)

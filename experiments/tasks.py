@@ -1,0 +1,306 @@
+"""Sequence tasks for the experiments: adding, copy and character-level LM.
+
+A `Task` bundles a batch sampler, a fixed held-out set, the loss and the
+trivial baseline that the loss is compared against. Batches are time-major and
+drawn with `jax.random` from a key, so the stream of batches is a pure function
+of `(data_key, step)` and a resumed run sees exactly the batches an
+uninterrupted one would.
+
+Training losses are sums over time of per-step errors, averaged over the
+batch. The reported `metric` is the task's usual figure: the mean squared
+error of the final prediction (adding) or the cross-entropy per step in nats
+(copy, charlm), i.e. the summed loss divided by the sequence length.
+"""
+
+import functools
+import math
+import os
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxrnn
+
+TASKS = ("adding", "copy", "charlm")
+DEFAULT_SEQ_LEN = {"adding": 100, "copy": 20, "charlm": 100}
+MIN_SEQ_LEN = {"adding": 2, "copy": 1, "charlm": 1}
+
+COPY_LENGTH = 10  # symbols to remember
+COPY_CATEGORIES = 8  # symbols are 1..8; 0 is the blank and 9 the delimiter
+COPY_VOCAB = COPY_CATEGORIES + 2
+EVAL_BATCH = 500  # sequences per evaluation batch
+TEST_KEY_SEED = 2**31 - 1
+
+
+class Batch(NamedTuple):
+  """A time-major batch.
+
+  Attributes:
+    inputs: ``[T, B, F]`` float features or ``[T, B]`` int32 tokens.
+    targets: ``[B, 1]`` float (adding) or ``[T, B]`` int32 labels.
+  """
+  inputs: jax.Array
+  targets: jax.Array
+
+
+class Task(NamedTuple):
+  """A training task.
+
+  Attributes:
+    name: "adding", "copy" or "charlm".
+    seq_len: the task's length parameter (the delay T for copy).
+    input_size: feature size, or the vocabulary size when `tokens` is True.
+    output_size: regression outputs (adding) or classes.
+    tokens: whether `Batch.inputs` holds int32 tokens (embedded by the model).
+    sample: ``sample(key, batch_size) -> Batch``, jitted.
+    eval_batches: the fixed held-out set, a list of `Batch`es.
+    loss: ``loss(outputs, batch) -> (objective, metrics)``; `outputs` are the
+      readout's ``[T, B, output_size]``; metrics hold `metric` and, for the
+      classification tasks, `accuracy`.
+    baseline: the trivial predictor's `metric` (see each task's docstring).
+    baseline_name: what the baseline predicts.
+    vocab: the characters of charlm's vocabulary (empty for the others).
+  """
+  name: str
+  seq_len: int
+  input_size: int
+  output_size: int
+  tokens: bool
+  sample: Callable[[jax.Array, int], Batch]
+  eval_batches: list
+  loss: Callable
+  baseline: float
+  baseline_name: str
+  vocab: str = ""
+
+
+# --- adding ---------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def adding_batch(key: jax.Array, batch_size: int, seq_len: int) -> Batch:
+  """The adding problem (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016).
+
+  Channel 0 holds values drawn from U[0, 1]; channel 1 is zero except for
+  exactly one 1 in the first half (``t < seq_len // 2``) and one in the second.
+  The target is the sum of the two marked values.
+
+  Args:
+    key: PRNG key.
+    batch_size: B.
+    seq_len: T >= 2.
+
+  Returns:
+    `Batch(inputs [T, B, 2] float32, targets [B, 1] float32)`.
+
+  References:
+    Hochreiter & Schmidhuber, Long Short-Term Memory, 1997.
+    Arjovsky, Shah & Bengio, Unitary Evolution Recurrent Neural Networks, 2016.
+  """
+  half = seq_len // 2
+  k_values, k_first, k_second = jax.random.split(key, 3)
+  values = jax.random.uniform(k_values, (seq_len, batch_size))
+  first = jax.random.randint(k_first, (batch_size,), 0, half)
+  second = jax.random.randint(k_second, (batch_size,), half, seq_len)
+  steps = jnp.arange(seq_len)[:, None]
+  markers = ((steps == first) | (steps == second)).astype(values.dtype)
+  targets = jnp.sum(values * markers, axis=0)[:, None]
+  return Batch(jnp.stack([values, markers], axis=-1), targets)
+
+
+def adding_loss(outputs: jax.Array, batch: Batch):
+  """Squared error of the last step's prediction; earlier outputs are free."""
+  mse = jaxrnn.sequence_mse(outputs[-1:], batch.targets[None], reduce="sum")
+  return mse, {"metric": mse}
+
+
+# Predicting 1 = E[target] everywhere has MSE Var(U + U') = 2/12.
+ADDING_BASELINE = 1.0 / 6.0
+
+
+# --- copy -----------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def copy_batch(key: jax.Array, batch_size: int, delay: int) -> Batch:
+  """The copy memory task of Arjovsky et al. (2016), sequences of delay + 20 steps.
+
+  Input: 10 symbols from {1..8}, then ``delay - 1`` blanks (0), the delimiter
+  (9) and 10 more blanks. Target: blanks for ``delay + 10`` steps, then the 10
+  symbols.
+
+  Args:
+    key: PRNG key.
+    batch_size: B.
+    delay: T >= 1.
+
+  Returns:
+    `Batch(inputs [T+20, B] int32, targets [T+20, B] int32)`.
+
+  References:
+    Arjovsky, Shah & Bengio, Unitary Evolution Recurrent Neural Networks, 2016.
+  """
+  symbols = jax.random.randint(
+      key, (COPY_LENGTH, batch_size), 1, COPY_CATEGORIES + 1, dtype=jnp.int32)
+  blanks = lambda n: jnp.zeros((n, batch_size), jnp.int32)
+  delimiter = jnp.full((1, batch_size), COPY_VOCAB - 1, jnp.int32)
+  inputs = jnp.concatenate([symbols, blanks(delay - 1), delimiter, blanks(COPY_LENGTH)])
+  targets = jnp.concatenate([blanks(delay + COPY_LENGTH), symbols])
+  return Batch(inputs, targets)
+
+
+def copy_baseline(delay: int) -> float:
+  """Cross-entropy per step of the memoryless strategy.
+
+  It predicts blank for the first ``delay + 10`` steps (loss 0) and a uniform
+  guess over the 8 symbols for the last 10 (loss ln 8 each), so the mean over
+  ``delay + 20`` steps is ``10 ln 8 / (delay + 20)``.
+  """
+  return COPY_LENGTH * math.log(COPY_CATEGORIES) / (delay + 2 * COPY_LENGTH)
+
+
+# --- charlm ---------------------------------------------------------------
+
+
+def builtin_corpus() -> str:
+  """The text of Python's interactive help topics (`pydoc_data.topics`), ~465K chars."""
+  from pydoc_data import topics  # pylint: disable=g-import-not-at-top
+  return "".join(topics.topics[name] for name in sorted(topics.topics))
+
+
+def read_corpus(data_path: Optional[str]) -> str:
+  """The built-in corpus, or the UTF-8 text at `data_path`.
+
+  Raises:
+    ValueError: the file is missing, unreadable, not UTF-8 or empty.
+  """
+  if not data_path:
+    return builtin_corpus()
+  if not os.path.isfile(data_path):
+    raise ValueError(f"--data_path={data_path}: no such file.")
+  try:
+    with open(data_path, encoding="utf-8") as f:
+      text = f.read()
+  except UnicodeDecodeError as e:
+    raise ValueError(f"--data_path={data_path}: not UTF-8 text ({e.reason} at byte {e.start}).")
+  except OSError as e:
+    raise ValueError(f"--data_path={data_path}: cannot read it ({e.strerror}).")
+  if not text:
+    raise ValueError(f"--data_path={data_path}: the file is empty.")
+  return text
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _random_windows(ids: jax.Array, key: jax.Array, batch_size: int, seq_len: int) -> Batch:
+  starts = jax.random.randint(key, (batch_size,), 0, ids.shape[0] - seq_len)
+  windows = ids[starts[None, :] + jnp.arange(seq_len + 1)[:, None]]
+  return Batch(windows[:-1], windows[1:])
+
+
+def _fixed_windows(ids: np.ndarray, seq_len: int) -> list[Batch]:
+  """Consecutive non-overlapping windows covering `ids`, in batches of EVAL_BATCH."""
+  count = (len(ids) - 1) // seq_len
+  starts = np.arange(count) * seq_len
+  windows = ids[starts[None, :] + np.arange(seq_len + 1)[:, None]]
+  return [Batch(jnp.asarray(windows[:-1, i:i + EVAL_BATCH]),
+                jnp.asarray(windows[1:, i:i + EVAL_BATCH]))
+          for i in range(0, count, EVAL_BATCH)]
+
+
+def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int) -> float:
+  """Cross-entropy (nats/char) of `eval_ids` under the add-one unigram of `train_ids`."""
+  counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
+  log_p = np.log(counts / counts.sum())
+  return float(-log_p[eval_ids].mean())
+
+
+def cross_entropy_loss(outputs: jax.Array, batch: Batch, *, scored_steps: Optional[int] = None):
+  """Cross-entropy summed over all steps; its per-step mean and the accuracy as metrics.
+
+  Args:
+    outputs: ``[T, B, classes]`` logits.
+    batch: the batch with ``[T, B]`` int labels.
+    scored_steps: count accuracy on the last `scored_steps` steps only (None: all).
+  """
+  total = jaxrnn.sequence_cross_entropy(outputs, batch.targets, reduce="sum")
+  scored = slice(None) if scored_steps is None else slice(-scored_steps, None)
+  correct = jnp.argmax(outputs[scored], axis=-1) == batch.targets[scored]
+  return total, {"metric": total / outputs.shape[0], "accuracy": jnp.mean(correct)}
+
+
+def charlm_task(text: str, seq_len: int, valid_fraction: float = 0.1) -> Task:
+  """Next-character prediction on `text`; the last `valid_fraction` is held out.
+
+  The vocabulary is every character of `text`. Training windows of `seq_len`
+  characters start at random offsets of the training part; the validation set
+  is the held-out part cut into consecutive windows, each read from a zero
+  state. The baseline is the held-out cross-entropy of the training text's
+  unigram distribution.
+
+  Raises:
+    ValueError: the text is too short for `seq_len`.
+  """
+  vocab = "".join(sorted(set(text)))
+  lookup = {c: i for i, c in enumerate(vocab)}
+  ids = np.fromiter((lookup[c] for c in text), np.int32, len(text))
+  split = int(len(ids) * (1 - valid_fraction))
+  train_ids, valid_ids = ids[:split], ids[split:]
+  if min(len(train_ids), len(valid_ids)) < seq_len + 1:
+    raise ValueError(
+        f"the corpus has {len(text)} characters, too few for --seq_len={seq_len}: both the "
+        f"training ({len(train_ids)}) and validation ({len(valid_ids)}) parts need "
+        f"at least seq_len + 1 characters.")
+  train_device = jnp.asarray(train_ids)
+  return Task(
+      name="charlm", seq_len=seq_len, input_size=len(vocab), output_size=len(vocab),
+      tokens=True,
+      sample=lambda key, batch_size: _random_windows(train_device, key, batch_size, seq_len),
+      eval_batches=_fixed_windows(valid_ids, seq_len),
+      loss=cross_entropy_loss,
+      baseline=unigram_cross_entropy(train_ids, valid_ids, len(vocab)),
+      baseline_name="unigram", vocab=vocab)
+
+
+# --- construction -----------------------------------------------------------
+
+
+def make_task(name: str, seq_len: Optional[int] = None, *, eval_size: int = 1000,
+              eval_key: Optional[jax.Array] = None, data_path: Optional[str] = None) -> Task:
+  """Builds a task.
+
+  Args:
+    name: "adding", "copy" or "charlm".
+    seq_len: the length parameter (None: `DEFAULT_SEQ_LEN[name]`).
+    eval_size: sequences in the held-out set of the synthetic tasks.
+    eval_key: key drawing that held-out set (default: `TEST_KEY_SEED`, a key
+      that no seed's training stream uses).
+    data_path: charlm's corpus (None: the built-in one).
+
+  Raises:
+    ValueError: unknown task, `seq_len` too short, or a bad corpus.
+  """
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}.")
+  seq_len = DEFAULT_SEQ_LEN[name] if seq_len is None else seq_len
+  if seq_len < MIN_SEQ_LEN[name]:
+    raise ValueError(f"--seq_len={seq_len} is too short for {name}: it needs at least "
+                     f"{MIN_SEQ_LEN[name]}.")
+  if name == "charlm":
+    return charlm_task(read_corpus(data_path), seq_len)
+  eval_key = jax.random.PRNGKey(TEST_KEY_SEED) if eval_key is None else eval_key
+  keys = jax.random.split(eval_key, -(-eval_size // EVAL_BATCH))
+  sizes = [min(EVAL_BATCH, eval_size - i * EVAL_BATCH) for i in range(len(keys))]
+  if name == "adding":
+    sample = lambda key, batch_size: adding_batch(key, batch_size, seq_len)
+    return Task(name="adding", seq_len=seq_len, input_size=2, output_size=1, tokens=False,
+                sample=sample, eval_batches=[sample(k, n) for k, n in zip(keys, sizes)],
+                loss=adding_loss, baseline=ADDING_BASELINE, baseline_name="predict 1")
+  sample = lambda key, batch_size: copy_batch(key, batch_size, seq_len)
+  return Task(name="copy", seq_len=seq_len, input_size=COPY_VOCAB, output_size=COPY_VOCAB,
+              tokens=True, sample=sample,
+              eval_batches=[sample(k, n) for k, n in zip(keys, sizes)],
+              loss=functools.partial(cross_entropy_loss, scored_steps=COPY_LENGTH),
+              baseline=copy_baseline(seq_len),
+              baseline_name="memoryless")

@@ -1,0 +1,143 @@
+"""Trains a recurrent network on the adding, copy or character-LM task.
+
+    python -m experiments.train                      # LSTM char-LM on Python's help text
+    python -m experiments.train --task=adding --cell=gru --seq_len=100 --steps=4000
+
+Re-running with the same --workdir resumes from its latest checkpoint.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from experiments import checkpoints
+from experiments import tasks
+from experiments import trainer
+
+_DEFAULTS = trainer.Config()
+
+TASK = flags.DEFINE_enum("task", _DEFAULTS.task, tasks.TASKS, "Task to train on.")
+CELL = flags.DEFINE_enum("cell", _DEFAULTS.cell, ["rnn", "lstm", "gru"],
+                         "Recurrent cell (rnn is the tanh Elman RNN).")
+HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", _DEFAULTS.hidden_size, "Units per layer.",
+                                   lower_bound=1)
+NUM_LAYERS = flags.DEFINE_integer("num_layers", _DEFAULTS.num_layers, "Stacked layers.",
+                                  lower_bound=1)
+EMBED_SIZE = flags.DEFINE_integer("embed_size", _DEFAULTS.embed_size,
+                                  "Token embedding size (copy, charlm).", lower_bound=1)
+SEQ_LEN = flags.DEFINE_integer(
+    "seq_len", None, "Sequence length T (the delay for copy, whose sequences have T+20 "
+    f"steps). Default: {tasks.DEFAULT_SEQ_LEN}.", lower_bound=1)
+BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Sequences per batch.",
+                                  lower_bound=1)
+STEPS = flags.DEFINE_integer("steps", _DEFAULTS.steps, "Training steps.", lower_bound=1)
+OPTIMIZER = flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, ["sgd", "adam", "rmsprop", "adagrad"],
+                              "Update rule.")
+LEARNING_RATE = flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
+                                   "Peak learning rate.", lower_bound=1e-12)
+MOMENTUM = flags.DEFINE_float("momentum", None, "Momentum of sgd and rmsprop.",
+                              lower_bound=0.0, upper_bound=1.0)
+SCHEDULE = flags.DEFINE_enum("schedule", _DEFAULTS.schedule, ["constant", "cosine", "warmup_cosine"],
+                             "Learning-rate schedule over --steps.")
+WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", _DEFAULTS.warmup_steps,
+                                    "Linear warmup steps of warmup_cosine.", lower_bound=0)
+CLIP_NORM = flags.DEFINE_float("clip_norm", _DEFAULTS.clip_norm,
+                               "Clip gradients to this global norm; 0 turns it off.",
+                               lower_bound=0.0)
+CLIP_VALUE = flags.DEFINE_float("clip_value", _DEFAULTS.clip_value,
+                                "Clip each gradient element to +-this; 0 turns it off.",
+                                lower_bound=0.0)
+ADAPTIVE_CLIP = flags.DEFINE_float("adaptive_clip", _DEFAULTS.adaptive_clip,
+                                   "Adaptive gradient clipping ratio; 0 turns it off.",
+                                   lower_bound=0.0)
+SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of initialisation and data.")
+WORKDIR = flags.DEFINE_string("workdir", _DEFAULTS.workdir,
+                              "Directory of checkpoints, metrics and summary.")
+CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
+                                        "Steps between checkpoints.", lower_bound=1)
+EVAL_EVERY = flags.DEFINE_integer("eval_every", _DEFAULTS.eval_every,
+                                  "Steps between held-out evaluations.", lower_bound=1)
+LOG_EVERY = flags.DEFINE_integer("log_every", _DEFAULTS.log_every,
+                                 "Steps between metrics.jsonl lines.", lower_bound=1)
+DATA_PATH = flags.DEFINE_string("data_path", None,
+                                "UTF-8 text for charlm (default: Python's pydoc topics).")
+EVAL_SIZE = flags.DEFINE_integer("eval_size", _DEFAULTS.eval_size,
+                                 "Held-out sequences of adding and copy.", lower_bound=1)
+SAMPLE_LENGTH = flags.DEFINE_integer("sample_length", _DEFAULTS.sample_length,
+                                     "Characters sampled after charlm training.", lower_bound=1)
+
+
+@flags.multi_flags_validator(["task", "seq_len"], message="")
+def _check_seq_len(values):
+  seq_len = values["seq_len"]
+  minimum = tasks.MIN_SEQ_LEN[values["task"]]
+  if seq_len is not None and seq_len < minimum:
+    raise flags.ValidationError(
+        f"--seq_len={seq_len} is too short for --task={values['task']}: it needs at least {minimum}.")
+  return True
+
+
+@flags.multi_flags_validator(["task", "data_path"], message="")
+def _check_data_path(values):
+  if values["data_path"] and values["task"] != "charlm":
+    raise flags.ValidationError("--data_path is only read by --task=charlm.")
+  return True
+
+
+def config_from_flags() -> trainer.Config:
+  return trainer.Config(
+      task=TASK.value, cell=CELL.value, hidden_size=HIDDEN_SIZE.value,
+      num_layers=NUM_LAYERS.value, embed_size=EMBED_SIZE.value, seq_len=SEQ_LEN.value,
+      batch_size=BATCH_SIZE.value, steps=STEPS.value, optimizer=OPTIMIZER.value,
+      learning_rate=LEARNING_RATE.value, momentum=MOMENTUM.value, clip_norm=CLIP_NORM.value,
+      clip_value=CLIP_VALUE.value, adaptive_clip=ADAPTIVE_CLIP.value, schedule=SCHEDULE.value,
+      warmup_steps=WARMUP_STEPS.value, seed=SEED.value, workdir=WORKDIR.value,
+      checkpoint_every=CHECKPOINT_EVERY.value, eval_every=EVAL_EVERY.value,
+      log_every=LOG_EVERY.value, data_path=DATA_PATH.value, eval_size=EVAL_SIZE.value,
+      sample_length=SAMPLE_LENGTH.value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  _show_only_own_info_logs()
+  try:
+    summary = trainer.train(config_from_flags())
+  except (trainer.ConfigError, checkpoints.CheckpointError) as e:
+    _fail(str(e))
+  print(f"{summary['task']} {summary['cell']}: test loss {summary['test_loss']:.4f} vs "
+        f"{summary['baseline']} baseline {summary['baseline_loss']:.4f} "
+        f"(ratio {summary['loss_over_baseline']:.3f})"
+        + (f", accuracy {summary['test_accuracy']:.3f}"
+           if summary["test_accuracy"] is not None else "")
+        + f"; {summary['steps']} steps, {summary['wall_seconds']:.0f} s.")
+  if "sample" in summary:
+    print("Sample:\n" + summary["sample"])
+
+
+def _show_only_own_info_logs():
+  """Keeps the INFO lines of the experiments; Orbax and JAX log each save and backend at INFO."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING or record.pathname.startswith(here))
+
+
+def _fail(message: str):
+  """Exits with one line on stderr, no traceback."""
+  sys.stderr.write(f"train: error: {message}\n")
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

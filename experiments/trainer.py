@@ -1,0 +1,286 @@
+"""The training run behind `python -m experiments.train`, importable for tests.
+
+`train(config)` builds the task, model and optimizer, resumes from the latest
+checkpoint in `config.workdir` if there is one, trains, and writes:
+
+  config.json     the settings that must match for a resume
+  metrics.jsonl   one JSON object per logged step, flushed as training goes
+  checkpoints/    Orbax checkpoints of the `TrainState`
+  loss_curve.png  training and held-out loss against the baseline
+  summary.json    the final held-out figures
+
+The batch of step `s` is drawn from `fold_in(data_key, s)` and everything else
+that changes lives in the checkpointed `TrainState`, so a run killed at any
+moment and restarted ends bitwise identical to an uninterrupted one.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+import jaxrnn
+from experiments import checkpoints
+from experiments import model as model_lib
+from experiments import tasks
+
+# Settings that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("steps", "workdir", "checkpoint_every", "eval_every", "log_every",
+                     "progress", "sample_length")
+
+
+class ConfigError(ValueError):
+  """The settings (or the corpus they name) cannot make a run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A training run's settings; the flags of `experiments.train` mirror them."""
+  task: str = "charlm"
+  cell: str = "lstm"
+  hidden_size: int = 128
+  num_layers: int = 1
+  embed_size: int = 32
+  seq_len: Optional[int] = None  # None: tasks.DEFAULT_SEQ_LEN[task]
+  batch_size: int = 32
+  steps: int = 1500
+  optimizer: str = "adam"
+  learning_rate: float = 3e-3
+  momentum: Optional[float] = None
+  clip_norm: float = 1.0  # 0 turns clipping off
+  clip_value: float = 0.0
+  adaptive_clip: float = 0.0
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  seed: int = 0
+  workdir: str = "/tmp/jaxrnn_train"
+  checkpoint_every: int = 500
+  eval_every: int = 250
+  log_every: int = 50
+  data_path: Optional[str] = None
+  eval_size: int = 1000
+  sample_length: int = 400
+  progress: bool = True  # a tqdm bar when stdout is a terminal
+
+
+class Experiment(NamedTuple):
+  """What `build` makes of a `Config`.
+
+  Attributes:
+    task: the `tasks.Task`.
+    model: the `model.SequenceModel`.
+    optimizer: the `optax.GradientTransformation` from `jaxrnn.make_optimizer`.
+    train_step: jitted ``(TrainState, Batch) -> (TrainState, metrics)``.
+    eval_step: jitted ``(params, Batch) -> metrics``.
+  """
+  task: tasks.Task
+  model: model_lib.SequenceModel
+  optimizer: Any
+  train_step: Callable
+  eval_step: Callable
+
+
+def build(config: Config) -> Experiment:
+  """The task, model, optimizer and jitted steps of `config`.
+
+  Raises:
+    ConfigError: a setting the task or optimizer rejects.
+  """
+  try:
+    task = tasks.make_task(config.task, config.seq_len, eval_size=config.eval_size,
+                           data_path=config.data_path)
+    learning_rate = jaxrnn.make_schedule(
+        config.learning_rate, config.schedule, total_steps=config.steps,
+        warmup_steps=config.warmup_steps)
+    optimizer = jaxrnn.make_optimizer(
+        config.optimizer, learning_rate, momentum=config.momentum,
+        clip_norm=config.clip_norm or None, clip_value=config.clip_value or None,
+        adaptive_clip=config.adaptive_clip or None)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  model = model_lib.sequence_model(
+      config.cell, config.hidden_size, config.num_layers, task.input_size,
+      task.output_size, tokens=task.tokens, embed_size=config.embed_size)
+
+  def loss_fn(params, batch, rng):
+    return task.loss(model.apply(params, batch.inputs, rng), batch)
+
+  return Experiment(task, model, optimizer, jaxrnn.make_train_step(loss_fn, optimizer),
+                    jaxrnn.make_eval_step(loss_fn))
+
+
+def evaluate(eval_step, params, batches) -> dict:
+  """Metrics averaged over `batches`, weighted by their batch sizes."""
+  totals, count = {}, 0
+  for batch in batches:
+    size = batch.inputs.shape[1]
+    for name, value in eval_step(params, batch).items():
+      totals[name] = totals.get(name, 0.0) + float(value) * size
+    count += size
+  return {name: total / count for name, total in totals.items()}
+
+
+def fingerprint(config: Config) -> dict:
+  """The settings a resumed run must share with the run that wrote the workdir."""
+  fields = dataclasses.asdict(config)
+  for name in RESUMABLE_CHANGES:
+    if name != "steps" or config.schedule == "constant":
+      fields.pop(name)
+  fields["seq_len"] = config.seq_len or tasks.DEFAULT_SEQ_LEN[config.task]
+  return fields
+
+
+def train(config: Config) -> dict:
+  """Trains (or resumes) the run of `config`; returns the summary it writes.
+
+  Raises:
+    ConfigError: a bad setting or corpus.
+    checkpoints.CheckpointError: the workdir holds an incompatible or damaged run.
+  """
+  start_time = time.time()
+  task, model, optimizer, train_step, eval_step = build(config)
+  os.makedirs(config.workdir, exist_ok=True)
+  checkpoints.check_config(os.path.join(config.workdir, "config.json"), fingerprint(config))
+
+  root = jax.random.PRNGKey(config.seed)
+  init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
+  state = jaxrnn.init_train_state(model.init(init_key), optimizer, step_key)
+  manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"))
+  try:
+    restored = checkpoints.restore_latest(manager, state)
+    start = 0 if restored is None else int(restored.step)
+    if start > config.steps:
+      raise checkpoints.CheckpointError(
+          f"{config.workdir} holds a checkpoint at step {start}, past --steps={config.steps}; "
+          "use another --workdir or more steps.")
+    if restored is not None:
+      state = restored
+      logging.info("Resuming from the checkpoint at step %d.", start)
+    metrics_path = os.path.join(config.workdir, "metrics.jsonl")
+    checkpoints.truncate_jsonl(metrics_path, start)
+    state = _train_loop(config, task, train_step, eval_step, manager, state, data_key,
+                        metrics_path)
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+
+  final = evaluate(eval_step, state.params, task.eval_batches)
+  summary = {
+      "task": task.name, "cell": config.cell, "hidden_size": config.hidden_size,
+      "num_layers": config.num_layers, "seq_len": task.seq_len,
+      "batch_size": config.batch_size, "steps": config.steps,
+      "optimizer": config.optimizer, "learning_rate": config.learning_rate,
+      "clip_norm": config.clip_norm,
+      "test_loss": final["metric"],
+      "baseline_loss": task.baseline, "baseline": task.baseline_name,
+      "loss_over_baseline": final["metric"] / task.baseline,
+      "test_accuracy": final.get("accuracy"),
+      "skipped_steps": int(jaxrnn.skipped_steps(state.opt_state)),
+      "num_params": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
+      "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+      "resumed_from_step": start, "wall_seconds": time.time() - start_time,
+  }
+  if task.name == "charlm":
+    summary["vocab_size"] = len(task.vocab)
+    summary["sample"] = model_lib.sample_text(
+        model, state.params, task.vocab, prompt=_prompt(task.vocab),
+        length=config.sample_length, key=sample_key)
+  with open(os.path.join(config.workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  plot_metrics(metrics_path, os.path.join(config.workdir, "loss_curve.png"), task)
+  return summary
+
+
+def _train_loop(config, task, train_step, eval_step, manager, state, data_key, metrics_path):
+  """Steps from `state.step` to `config.steps`, logging, evaluating and checkpointing."""
+  start = int(state.step)
+  bar = _progress_bar(config, start)
+  tick, tick_step = time.time(), start
+  skipped_seen = int(jaxrnn.skipped_steps(state.opt_state))
+  with open(metrics_path, "a") as metrics_file:
+    for step in range(start, config.steps):
+      batch = task.sample(jax.random.fold_in(data_key, step), config.batch_size)
+      state, metrics = train_step(state, batch)
+      done = step + 1
+      if bar is not None:
+        bar.update(1)
+      is_eval = done % config.eval_every == 0 or done == config.steps
+      if done % config.log_every == 0 or is_eval:
+        record = {"step": done}
+        record.update({k: _to_json(v) for k, v in metrics.items() if k != "skipped"})
+        now = time.time()
+        record["steps_per_second"] = (done - tick_step) / max(now - tick, 1e-9)
+        tick, tick_step = now, done
+        if is_eval:
+          held_out = evaluate(eval_step, state.params, task.eval_batches)
+          record.update({f"eval_{k}": v for k, v in held_out.items()})
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        _report(bar, record, config.steps)
+        if record["skipped_steps"] > skipped_seen:
+          skipped_seen = record["skipped_steps"]
+          logging.warning("Step %d: %d updates skipped so far for non-finite gradients.",
+                          done, skipped_seen)
+      if done % config.checkpoint_every == 0 or done == config.steps:
+        checkpoints.save(manager, done, state)
+  if bar is not None:
+    bar.close()
+  return state
+
+
+def _prompt(vocab: str) -> str:
+  prompt = "The "
+  return prompt if all(c in vocab for c in prompt) else vocab[0]
+
+
+def _to_json(value):
+  value = np.asarray(value)
+  return value.item() if np.isfinite(value) or value.dtype.kind in "biu" else None
+
+
+def _progress_bar(config: Config, start: int):
+  if not (config.progress and sys.stdout.isatty()):
+    return None
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=config.steps, initial=start, unit="step", dynamic_ncols=True)
+
+
+def _report(bar, record: dict, steps: int) -> None:
+  shown = {name: record.get(key) for name, key in (
+      ("loss", "metric"), ("eval_loss", "eval_metric"), ("eval_accuracy", "eval_accuracy"))}
+  shown = {k: v for k, v in shown.items() if v is not None}
+  if bar is not None:
+    bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+  else:
+    logging.info("step %d/%d  %s  %.1f steps/s", record["step"], steps,
+                 "  ".join(f"{k}={v:.4f}" for k, v in shown.items()),
+                 record["steps_per_second"])
+
+
+def plot_metrics(metrics_path: str, png_path: str, task: tasks.Task) -> None:
+  """Plots the training and held-out metric of `metrics_path` against the baseline."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  with open(metrics_path) as f:
+    records = [json.loads(line) for line in f]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for key, label in (("metric", "train"), ("eval_metric", "held-out")):
+    points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+    if points:
+      ax.plot(*zip(*points), label=label, marker="." if key == "eval_metric" else None)
+  ax.axhline(task.baseline, color="gray", linestyle="--", label=f"baseline ({task.baseline_name})")
+  ax.set_xlabel("step")
+  ax.set_ylabel("MSE (last step)" if task.name == "adding" else "cross-entropy (nats/step)")
+  ax.set_title(f"{task.name}, T={task.seq_len}")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)

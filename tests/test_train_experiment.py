@@ -1,0 +1,224 @@
+"""End-to-end tests of `python -m experiments.train` on shrunk configurations."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import numpy as np
+
+import jaxrnn
+from experiments import checkpoints
+from experiments import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING_KEYS = ("steps_per_second",)
+
+# A tiny adding run: a few milliseconds a step.
+TINY = trainer.Config(task="adding", cell="gru", hidden_size=8, seq_len=6, batch_size=4,
+                      steps=60, learning_rate=1e-2, checkpoint_every=20, eval_every=20,
+                      log_every=5, eval_size=16)
+
+
+def _flags(config: trainer.Config) -> list[str]:
+  return [f"--{k}={v}" for k, v in (
+      ("task", config.task), ("cell", config.cell), ("hidden_size", config.hidden_size),
+      ("seq_len", config.seq_len), ("batch_size", config.batch_size), ("steps", config.steps),
+      ("learning_rate", config.learning_rate), ("checkpoint_every", config.checkpoint_every),
+      ("eval_every", config.eval_every), ("log_every", config.log_every),
+      ("eval_size", config.eval_size), ("workdir", config.workdir))]
+
+
+def _launch(*args: str) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _final_state(config: trainer.Config):
+  experiment = trainer.build(config)
+  template = jaxrnn.init_train_state(experiment.model.init(jax.random.PRNGKey(0)),
+                                     experiment.optimizer, jax.random.PRNGKey(0))
+  manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"))
+  state = checkpoints.restore_latest(manager, template)
+  manager.close()
+  return state
+
+
+def _metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+class TrainExperimentTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    tmp = tempfile.TemporaryDirectory()
+    self.addCleanup(tmp.cleanup)
+    self.tmp = tmp.name
+
+  def assertTreesBitwiseEqual(self, a, b):
+    self.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+  @parameterized.parameters(
+      dict(task="adding", cell="lstm", seq_len=8, num_layers=2),
+      dict(task="copy", cell="gru", seq_len=3, num_layers=1),
+      dict(task="charlm", cell="lstm", seq_len=16, num_layers=1),
+  )
+  def test_shrunk_run_writes_everything(self, task, cell, seq_len, num_layers):
+    config = trainer.Config(task=task, cell=cell, hidden_size=16, num_layers=num_layers,
+                            seq_len=seq_len,
+                            batch_size=8, steps=40, checkpoint_every=20, eval_every=20,
+                            log_every=10, eval_size=32, sample_length=20,
+                            workdir=os.path.join(self.tmp, task))
+    summary = trainer.train(config)
+    for name in ("summary.json", "metrics.jsonl", "loss_curve.png", "config.json"):
+      self.assertTrue(os.path.exists(os.path.join(config.workdir, name)), name)
+    self.assertEqual(sorted(os.listdir(os.path.join(config.workdir, "checkpoints"))), ["20", "40"])
+    with open(os.path.join(config.workdir, "summary.json")) as f:
+      self.assertEqual(json.load(f), summary)
+    self.assertEqual(summary["task"], task)
+    self.assertEqual(summary["steps"], 40)
+    self.assertEqual(summary["devices"], jax.device_count())
+    self.assertTrue(np.isfinite(summary["test_loss"]))
+    self.assertGreater(summary["baseline_loss"], 0)
+    self.assertEqual(summary["test_accuracy"] is None, task == "adding")
+    records = _metrics(config.workdir)
+    self.assertEqual([r["step"] for r in records], [10, 20, 30, 40])
+    self.assertEqual([r["step"] for r in records if "eval_metric" in r], [20, 40])
+    for key in ("loss", "grad_norm", "clipped_grad_norm", "skipped_steps", "metric"):
+      self.assertIn(key, records[-1])
+    self.assertLessEqual(records[-1]["clipped_grad_norm"], config.clip_norm * (1 + 1e-5))
+    if task == "charlm":
+      self.assertTrue(summary["sample"].startswith("The "))
+      self.assertEqual(len(summary["sample"]), 4 + 20)
+      # 40 steps already beat a uniform guess over the vocabulary.
+      self.assertLess(summary["test_loss"], 0.9 * np.log(summary["vocab_size"]))
+
+  def test_resumed_run_is_bitwise_identical_in_process(self):
+    whole = trainer.dataclasses.replace(TINY, workdir=os.path.join(self.tmp, "whole"))
+    parts = trainer.dataclasses.replace(TINY, workdir=os.path.join(self.tmp, "parts"))
+    trainer.train(whole)
+    first = trainer.train(trainer.dataclasses.replace(parts, steps=40))
+    second = trainer.train(parts)
+    self.assertEqual(first["resumed_from_step"], 0)
+    self.assertEqual(second["resumed_from_step"], 40)
+    self.assertTreesBitwiseEqual(_final_state(whole), _final_state(parts))
+    self.assertEqual(_metrics(whole.workdir), _metrics(parts.workdir))
+    # A finished run re-run in its workdir trains nothing and changes nothing.
+    again = trainer.train(whole)
+    self.assertEqual(again["resumed_from_step"], 60)
+    self.assertEqual(again["test_loss"], second["test_loss"])
+
+  def test_sigkill_and_restart_is_bitwise_identical(self):
+    config = trainer.dataclasses.replace(
+        TINY, steps=150, checkpoint_every=10, eval_every=50, log_every=5,
+        workdir=os.path.join(self.tmp, "killed"))
+    reference = trainer.dataclasses.replace(config, workdir=os.path.join(self.tmp, "reference"))
+    run = _launch(*_flags(config))
+    ckpt_dir = os.path.join(config.workdir, "checkpoints")
+    # Kill once a checkpoint is complete, preferably while the next one is being written.
+    deadline, killed_at = time.time() + 120, None
+    while time.time() < deadline and run.poll() is None:
+      names = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+      if killed_at is None and any(n.isdigit() for n in names):
+        killed_at = time.time() + 1.0
+      if killed_at is not None and (time.time() > killed_at or
+                                    any("tmp" in n for n in names)):
+        break
+      time.sleep(0.002)
+    run.send_signal(signal.SIGKILL)
+    run.communicate()
+    self.assertEqual(run.returncode, -signal.SIGKILL, "the run ended before it was killed")
+    written = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+    self.assertTrue(written and written[-1] < config.steps, written)
+
+    resumed = _launch(*_flags(config))
+    out, err = resumed.communicate(timeout=300)
+    self.assertEqual(resumed.returncode, 0, err[-2000:])
+    with open(os.path.join(config.workdir, "summary.json")) as f:
+      self.assertGreaterEqual(json.load(f)["resumed_from_step"], written[-1])
+
+    trainer.train(reference)
+    self.assertTreesBitwiseEqual(_final_state(reference), _final_state(config))
+    self.assertEqual(_metrics(reference.workdir), _metrics(config.workdir))
+
+  def test_incompatible_workdir_is_refused_and_kept(self):
+    config = trainer.dataclasses.replace(TINY, steps=20, workdir=os.path.join(self.tmp, "run"))
+    trainer.train(config)
+    ckpt = os.path.join(config.workdir, "checkpoints", "20")
+    before = _snapshot(ckpt)
+    bigger = trainer.dataclasses.replace(config, hidden_size=12)
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "hidden_size: 8 there, 12 now"):
+      trainer.train(bigger)
+    # Without the recorded settings the checkpoint's shapes still give it away.
+    os.remove(os.path.join(config.workdir, "config.json"))
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "does not fit|cannot restore"):
+      trainer.train(bigger)
+    self.assertEqual(_snapshot(ckpt), before)
+
+  def test_corrupt_checkpoint_is_reported_and_kept(self):
+    config = trainer.dataclasses.replace(TINY, steps=20, workdir=os.path.join(self.tmp, "run"))
+    trainer.train(config)
+    ckpt = os.path.join(config.workdir, "checkpoints", "20")
+    for root, _, files in os.walk(ckpt):
+      for name in files:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+    before = _snapshot(ckpt)
+    run = _launch(*_flags(trainer.dataclasses.replace(config, steps=40)))
+    out, err = run.communicate(timeout=120)
+    self.assertNotEqual(run.returncode, 0)
+    self.assertNotIn("Traceback", err)
+    self.assertIn("cannot restore checkpoint", err)
+    self.assertEqual(len([l for l in err.splitlines() if l.startswith("train: error")]), 1)
+    self.assertEqual(_snapshot(ckpt), before)
+    self.assertFalse(os.path.exists(os.path.join(config.workdir, "checkpoints", "40")))
+
+
+def _snapshot(directory: str) -> dict:
+  contents = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        contents[os.path.relpath(path, directory)] = f.read()
+  return contents
+
+
+class BadFlagsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("unknown_cell", ["--cell=transformer"], "--cell"),
+      ("negative_size", ["--hidden_size=-4"], "--hidden_size"),
+      ("seq_len_too_short", ["--task=adding", "--seq_len=1"], "too short"),
+      ("missing_data", ["--data_path=/nonexistent/corpus.txt"], "no such file"),
+      ("empty_corpus", ["--data_path={empty}"], "empty"),
+      ("unknown_flag", ["--hiden_size=3"], "hiden_size"),
+  )
+  def test_one_line_usage_error(self, args, expected):
+    with tempfile.TemporaryDirectory() as tmp:
+      empty = os.path.join(tmp, "empty.txt")
+      open(empty, "w").close()
+      args = [a.format(empty=empty) for a in args] + [f"--workdir={tmp}/w"]
+      run = _launch(*args)
+      out, err = run.communicate(timeout=120)
+    self.assertNotEqual(run.returncode, 0)
+    self.assertNotIn("Traceback", err)
+    lines = [l for l in err.splitlines() if l.strip()]
+    self.assertLen(lines, 1, err)
+    self.assertIn(expected, lines[0])
+    self.assertFalse(os.path.exists(os.path.join(tmp, "w", "checkpoints")))
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -3,8 +3,10 @@
 PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` convert exactly both ways (same
 equations, gate orders and two biases). Flax's and Haiku's cells keep one bias
 and (Haiku) other gate orders or constants; see each function's docstring and
-the table in the README. The libraries are imported only when a converter is
-called.
+the table in the README. Converters to a library read what a model is from its
+``config`` and refuse, saying why, a model that library does not compute.
+PyTorch and Flax are imported only when their converters are called; Haiku's
+converters work on its parameter dicts alone.
 """
 
 from jaxrnn._src.interop_flax import from_flax

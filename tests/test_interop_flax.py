@@ -4,6 +4,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn
@@ -63,8 +64,7 @@ class FromFlaxTest(parameterized.TestCase):
     rnn = nn.RNN(make_cell())
     variables = _randomize(rnn.init(jax.random.key(0), _inputs()), seed=1)
     model, params = interop.from_flax(rnn, variables)
-    # check=False: ToFlaxTest covers the check; here only the arrays matter.
-    _assert_trees_equal(self, interop.to_flax(model, params, rnn, check=False), variables)
+    _assert_trees_equal(self, interop.to_flax(model, params, rnn), variables)
 
   def test_bare_cell_and_bare_params_are_accepted(self):
     cell = nn.GRUCell(H)
@@ -105,16 +105,38 @@ class ToFlaxTest(parameterized.TestCase):
     np.testing.assert_array_equal(back.b_h, params.b_x + params.b_h)
     np.testing.assert_array_equal(back.b_x, 0.0)
 
-  def test_reset_before_gru_is_rejected(self):
-    model = jaxrnn.gru(H, reset_after=False)
-    params = _randomize(model.init(jax.random.key(0), I), seed=3)
-    with self.assertRaisesRegex(ValueError, "reset-after"):
-      interop.to_flax(model, params, nn.GRUCell)
+  @parameterized.named_parameters(
+      ("reset_before_gru", lambda: jaxrnn.gru(H, reset_after=False), nn.GRUCell, ValueError,
+       "^model: expected a reset-after GRU"),
+      ("cell_type", lambda: jaxrnn.lstm(H), nn.GRUCell, TypeError,
+       "^model: expected a jaxrnn gru cell .*got lstm"),
+      ("relu_rnn_to_default_simple_cell", lambda: jaxrnn.rnn(H, activation="relu"), nn.SimpleCell,
+       ValueError, "^cell: expected activation_fn=relu"),
+      ("tanh_rnn_to_relu_simple_cell", lambda: jaxrnn.rnn(H),
+       nn.SimpleCell(H, activation_fn=nn.relu), ValueError, "^cell: expected activation_fn=tanh"),
+      ("features", lambda: jaxrnn.lstm(H), nn.RNN(nn.LSTMCell(H + 1)), ValueError,
+       "^cell: expected features=6 .*got features=7"),
+      ("stack", lambda: jaxrnn.stack([jaxrnn.lstm(H)]), nn.LSTMCell, ValueError,
+       "^model: expected a single cell .*got a stack"),
+      ("bidirectional", lambda: jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H)), nn.GRUCell,
+       ValueError, "^model: expected a single cell .*got a bidirectional"),
+      ("learned_initial_state", lambda: jaxrnn.learned_initial_state(jaxrnn.gru(H)), nn.GRUCell,
+       ValueError, "^model: expected a single cell, got a learned_initial_state"),
+      ("bfloat16", lambda: jaxrnn.lstm(H, dtype=jnp.bfloat16), nn.LSTMCell, ValueError,
+       "^model: expected matmuls in the parameters' dtype .*got dtype=bfloat16"),
+      ("no_config", lambda: jaxrnn.lstm(H)._replace(config=None), nn.LSTMCell, TypeError,
+       "^model: .*config=None"),
+  )
+  def test_models_the_cell_does_not_compute_are_rejected(self, make_model, cell, error, message):
+    model = make_model()
+    with self.assertRaisesRegex(error, message):
+      interop.to_flax(model, model.init(jax.random.key(0), I), cell)
 
-  def test_mismatched_cell_type_is_rejected(self):
-    model = jaxrnn.lstm(H)
-    with self.assertRaisesRegex(TypeError, "GRUParams"):
-      interop.to_flax(model, model.init(jax.random.key(0), I), nn.GRUCell)
+  def test_params_of_another_model_are_rejected(self):
+    with self.assertRaisesRegex(TypeError, "^params: expected GRUParams"):
+      interop.to_flax(jaxrnn.gru(H), jaxrnn.lstm(H).init(jax.random.key(0), I), nn.GRUCell)
+    with self.assertRaisesRegex(ValueError, "^params: expected hidden size 6"):
+      interop.to_flax(jaxrnn.gru(H), jaxrnn.gru(H + 1).init(jax.random.key(0), I), nn.GRUCell)
 
   @parameterized.named_parameters(
       ("residual", nn.SimpleCell(H, residual=True), "residual"),

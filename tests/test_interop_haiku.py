@@ -4,6 +4,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import haiku as hk
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn
@@ -77,9 +78,7 @@ class FromHaikuTest(parameterized.TestCase):
     hk_params = _randomize(
         fn.init(jax.random.key(0), xs, _initial_state(core_cls, kwargs, 2)), seed=1)
     model, params = interop.from_haiku(core_cls, hk_params)
-    # check=False: ToHaikuTest covers the check; here only the arrays matter.
-    back = interop.to_haiku(model, params, double_bias=kwargs.get("double_bias", True),
-                            check=False)
+    back = interop.to_haiku(model, params, double_bias=kwargs.get("double_bias", True))
     _assert_trees_equal(self, back, hk_params)
 
   def test_forget_gate_constant_goes_to_b_h(self):
@@ -94,7 +93,7 @@ class FromHaikuTest(parameterized.TestCase):
     state = _initial_state(hk.GRU, {}, 2)
     hk_params = _randomize(fn.init(jax.random.key(0), xs, state), seed=1)
     model, params = interop.from_haiku(hk.GRU, hk_params, name="encoder")
-    _assert_trees_equal(self, interop.to_haiku(model, params, name="encoder", check=False), hk_params)
+    _assert_trees_equal(self, interop.to_haiku(model, params, name="encoder"), hk_params)
     with self.assertRaisesRegex(ValueError, "name="):
       interop.from_haiku(hk.GRU, hk_params)
 
@@ -122,14 +121,31 @@ class ToHaikuTest(parameterized.TestCase):
     np.testing.assert_allclose(our_ys, ys, **TOL)
 
   @parameterized.named_parameters(
-      ("reset_after_gru", lambda: jaxrnn.gru(H), "reset-before"),
-      ("tanh_rnn", lambda: jaxrnn.rnn(H), "ReLU"),
+      ("reset_after_gru", lambda: jaxrnn.gru(H), ValueError,
+       "^model: expected a reset-before GRU"),
+      ("tanh_rnn", lambda: jaxrnn.rnn(H), ValueError,
+       "^model: expected an rnn with activation='relu' .*got activation='tanh'"),
+      ("stack", lambda: jaxrnn.stack([jaxrnn.lstm(H)]), ValueError,
+       "^model: expected a single cell .*got a stack"),
+      ("bidirectional", lambda: jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.lstm(H)), ValueError,
+       "^model: expected a single cell .*got a bidirectional"),
+      ("learned_initial_state", lambda: jaxrnn.learned_initial_state(jaxrnn.lstm(H)),
+       ValueError, "^model: expected a single cell, got a learned_initial_state"),
+      ("bfloat16", lambda: jaxrnn.gru(H, reset_after=False, dtype=jnp.bfloat16), ValueError,
+       "^model: expected matmuls in the parameters' dtype .*got dtype=bfloat16"),
+      ("no_config", lambda: jaxrnn.lstm(H)._replace(config=None), TypeError,
+       "^model: .*config=None"),
   )
-  def test_cells_haiku_lacks_are_rejected(self, make_cell, message):
-    model = make_cell()
-    params = _randomize(model.init(jax.random.key(0), I), seed=3)
-    with self.assertRaisesRegex(ValueError, message):
-      interop.to_haiku(model, params)
+  def test_models_no_core_computes_are_rejected(self, make_model, error, message):
+    model = make_model()
+    with self.assertRaisesRegex(error, message):
+      interop.to_haiku(model, model.init(jax.random.key(0), I))
+
+  def test_params_of_another_model_are_rejected(self):
+    with self.assertRaisesRegex(TypeError, "^params: expected LSTMParams"):
+      interop.to_haiku(jaxrnn.lstm(H), jaxrnn.rnn(H).init(jax.random.key(0), I))
+    with self.assertRaisesRegex(ValueError, "^params: expected hidden size 6"):
+      interop.to_haiku(jaxrnn.lstm(H), jaxrnn.lstm(H + 1).init(jax.random.key(0), I))
 
   def test_other_cores_are_rejected(self):
     with self.assertRaisesRegex(TypeError, "core"):

@@ -39,6 +39,14 @@ def _random_module(cls, kwargs, seed=0, dtype=torch.float32):
   return module.eval()
 
 
+def _randomize_learned_state(params):
+  """``params`` with a random learned initial state, so that its layout shows."""
+  leaves, treedef = jax.tree.flatten(params.initial_state)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  return params._replace(initial_state=treedef.unflatten(
+      [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
+
+
 def _numpy(x):
   return x.detach().numpy()
 
@@ -57,26 +65,25 @@ class FromTorchTest(parameterized.TestCase):
       ys, final = module(xs, h0 if c0 is None else (h0, c0))
 
     model, params = interop.from_torch(module)
-    state = interop.from_torch_state(params, h0, c0)
+    state = interop.from_torch_state(model, h0, c0)
     our_final, our_ys = jaxrnn.unroll(model, params, jnp.asarray(_numpy(xs)), state,
                                       time_major=not batch_first)
 
     np.testing.assert_allclose(our_ys, _numpy(ys), **TOL)
     expected = (final,) if c0 is None else final
-    ours = interop.to_torch_state(params, our_final)
+    ours = interop.to_torch_state(model, our_final)
     ours = (ours,) if c0 is None else ours
     for a, b in zip(ours, expected):
       np.testing.assert_allclose(a, _numpy(b), **TOL)
     # The nested state is the one from_torch_state builds from h_n and c_n.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), our_final,
-                 interop.from_torch_state(params, *expected))
+                 interop.from_torch_state(model, *expected))
 
   @parameterized.named_parameters(*CASES)
   def test_round_trip_is_exact(self, cls, kwargs):
     module = _random_module(cls, kwargs)
     model, params = interop.from_torch(module)
-    # check=False: ToTorchTest covers the check; here only the tensors matter.
-    state_dict = interop.to_torch(model, params, check=False)
+    state_dict = interop.to_torch(model, params)
 
     fresh = cls(I, H, **kwargs)
     fresh.load_state_dict(state_dict, strict=True)
@@ -127,12 +134,12 @@ class FromTorchTest(parameterized.TestCase):
 
   def test_unbatched_state_layout(self):
     module = _random_module(torch.nn.LSTM, dict(num_layers=2, bidirectional=True))
-    _, params = interop.from_torch(module)
+    model, _ = interop.from_torch(module)
     h_n, c_n = np.arange(2 * 4 * H, dtype=np.float32).reshape(2, 4, H)
-    state = interop.from_torch_state(params, h_n, c_n)
+    state = interop.from_torch_state(model, h_n, c_n)
     np.testing.assert_array_equal(state.layers[1].forward.hidden, h_n[2])
     np.testing.assert_array_equal(state.layers[0].backward.cell, c_n[1])
-    back_h, back_c = interop.to_torch_state(params, state)
+    back_h, back_c = interop.to_torch_state(model, state)
     np.testing.assert_array_equal(back_h, h_n)
     np.testing.assert_array_equal(back_c, c_n)
 
@@ -157,20 +164,45 @@ class ToTorchTest(parameterized.TestCase):
     _, our_ys = jaxrnn.unroll(model, params, jnp.asarray(xs))
     np.testing.assert_allclose(our_ys, _numpy(ys), **TOL)
 
-  def test_reset_before_gru_is_rejected(self):
-    model = jaxrnn.gru(H, reset_after=False)
+  @parameterized.named_parameters(
+      ("reset_before_gru", lambda: jaxrnn.gru(H, reset_after=False), "reset-after GRU"),
+      ("hidden_sizes", lambda: jaxrnn.stack([jaxrnn.lstm(H), jaxrnn.lstm(H + 1)]),
+       "hidden size"),
+      ("direction_hidden_sizes", lambda: jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H + 1)),
+       "hidden size"),
+      ("cell_types", lambda: jaxrnn.stack([jaxrnn.lstm(H), jaxrnn.gru(H)]), "one cell type"),
+      ("bias", lambda: jaxrnn.stack([jaxrnn.rnn(H), jaxrnn.rnn(H, bias=False)]), "bias="),
+      ("activations", lambda: jaxrnn.stack([jaxrnn.rnn(H), jaxrnn.rnn(H, activation="relu")]),
+       "nonlinearity="),
+      ("directions", lambda: jaxrnn.stack([
+          jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.lstm(H)), jaxrnn.lstm(H)]), "direction"),
+      ("merge_sum", lambda: jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.lstm(H), merge="sum"),
+       "merge='concat'"),
+      ("learned_initial_state", lambda: jaxrnn.learned_initial_state(jaxrnn.lstm(H)),
+       "no learned_initial_state"),
+      ("learned_state_in_a_layer", lambda: jaxrnn.stack([
+          jaxrnn.learned_initial_state(jaxrnn.lstm(H)), jaxrnn.lstm(H)]),
+       r"no learned_initial_state in layers\[0\]"),
+      ("nested_stack", lambda: jaxrnn.stack([jaxrnn.stack([jaxrnn.lstm(H)]), jaxrnn.lstm(H)]),
+       r"cell or bidirectional\(cell, cell\) in layers\[0\].*got stack"),
+      ("bfloat16", lambda: jaxrnn.lstm(H, dtype=jnp.bfloat16), "dtype=bfloat16"),
+  )
+  def test_models_no_module_computes_are_rejected(self, make_model, message):
+    model = make_model()
     params = model.init(jax.random.key(0), I)
-    with self.assertRaisesRegex(ValueError, "reset-before"):
+    with self.assertRaisesRegex(ValueError, "^model: expected .*" + message):
       interop.to_torch(model, params)
-    self.assertIn("weight_ih_l0", interop.to_torch(model, params, check=False))
 
-  def test_layers_that_one_module_cannot_hold_are_rejected(self):
-    model = jaxrnn.stack([jaxrnn.lstm(H), jaxrnn.lstm(H + 1)])
-    with self.assertRaisesRegex(ValueError, "hidden size"):
+  def test_model_without_config_is_rejected(self):
+    model = jaxrnn.lstm(H)._replace(config=None)
+    with self.assertRaisesRegex(TypeError, "^model: .*config=None"):
       interop.to_torch(model, model.init(jax.random.key(0), I))
-    model = jaxrnn.stack([jaxrnn.lstm(H), jaxrnn.gru(H)])
-    with self.assertRaisesRegex(ValueError, "one cell type"):
-      interop.to_torch(model, model.init(jax.random.key(0), I))
+
+  def test_params_of_another_model_are_rejected(self):
+    with self.assertRaisesRegex(TypeError, "^params: expected LSTMParams"):
+      interop.to_torch(jaxrnn.lstm(H), jaxrnn.gru(H).init(jax.random.key(0), I))
+    with self.assertRaisesRegex(ValueError, "^params: expected hidden size 6"):
+      interop.to_torch(jaxrnn.lstm(H), jaxrnn.lstm(H + 1).init(jax.random.key(0), I))
 
   def test_proj_size_is_not_implemented(self):
     with self.assertRaisesRegex(NotImplementedError, "proj_size"):
@@ -181,9 +213,30 @@ class ToTorchTest(parameterized.TestCase):
       interop.from_torch(torch.nn.Linear(I, H))
 
   def test_missing_c_n_is_rejected(self):
-    _, params = interop.from_torch(torch.nn.LSTM(I, H))
-    with self.assertRaisesRegex(ValueError, "c_n"):
-      interop.from_torch_state(params, np.zeros((1, B, H), np.float32))
+    model, _ = interop.from_torch(torch.nn.LSTM(I, H))
+    with self.assertRaisesRegex(ValueError, "^c_n: expected an array"):
+      interop.from_torch_state(model, np.zeros((1, B, H), np.float32))
+
+  def test_h_n_of_another_shape_is_rejected(self):
+    model, _ = interop.from_torch(torch.nn.GRU(I, H, num_layers=2))
+    with self.assertRaisesRegex(ValueError, r"^h_n: expected shape \[2, B, 6\]"):
+      interop.from_torch_state(model, np.zeros((2, B, H + 1), np.float32))
+
+  def test_state_functions_look_through_a_learned_initial_state(self):
+    core = jaxrnn.stack([jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H)), jaxrnn.gru(H)])
+    model = jaxrnn.learned_initial_state(core)
+    params = _randomize_learned_state(model.init(jax.random.key(0), I))
+    h_n = interop.to_torch_state(model, model.initial_state(params, B))
+    self.assertEqual(h_n.shape, (3, B, H))
+    np.testing.assert_array_equal(h_n[1], np.broadcast_to(params.initial_state.layers[0].backward,
+                                                          (B, H)))
+    jax.tree.map(np.testing.assert_array_equal, interop.from_torch_state(model, h_n),
+                 model.initial_state(params, B))
+
+  def test_state_functions_need_one_cell_type(self):
+    model = jaxrnn.stack([jaxrnn.gru(H), jaxrnn.rnn(H)])
+    with self.assertRaisesRegex(ValueError, "^model: expected the cell type"):
+      interop.from_torch_state(model, np.zeros((2, B, H), np.float32))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,24 @@ only added (every bias but the GRU's ``b_hn``). The outputs stay the same (to
 rounding: jaxrnn's own forward adds the two biases before the matmul results
 for the RNN and the LSTM), but jaxrnn -> Flax -> jaxrnn moves the input-side
 bias to the side Flax keeps, so those arrays change. Flax's kernels are laid
-out for ``x @ kernel``, like jaxrnn's.
+out for ``x @ kernel``, like jaxrnn's. `to_flax` reads what the model is from
+its ``config`` and refuses, saying why, a cell the Flax cell does not compute.
 
 Flax is imported inside the functions; it is not a dependency of jaxrnn.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jaxrnn._src import base
 from jaxrnn._src import cells
-from jaxrnn._src import unroll as unroll_lib
+from jaxrnn._src import composites
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")
+# Flax's cell kinds (see `_cell_kind`) and the jaxrnn cells they hold.
+_JAXRNN_KINDS = {"lstm": "lstm", "gru": "gru", "simple": "rnn"}
+_PARAM_TYPES = {"lstm": cells.LSTMParams, "gru": cells.GRUParams, "simple": cells.RNNParams}
 
 
 def _linen():
@@ -156,7 +160,28 @@ def from_flax(module, variables):
   return model, p
 
 
-def to_flax(model, params, cell, *, check=True):
+def _cell_config(model):
+  """``model``'s `CellConfig`; raises unless it is a single cell, which is all a Flax cell holds."""
+  if not isinstance(model, base.Model):
+    raise TypeError(f"model: expected a jaxrnn cell, got {type(model).__name__}.")
+  config = model.config
+  if isinstance(config, base.CellConfig):
+    return config
+  if config is None:
+    raise TypeError("model: expected a jaxrnn cell (rnn, lstm or gru), whose config says what it"
+                    " computes; got a model with config=None.")
+  if isinstance(config, composites.LearnedStateConfig):
+    raise ValueError("model: expected a single cell, got a learned_initial_state; Flax's"
+                     " variables hold no trained initial state. Convert the wrapped cell with"
+                     " params.core, and pass to_flax_carry(params.initial_state) (broadcast over"
+                     " the batch) as the initial carry.")
+  name = {composites.StackConfig: "stack",
+          composites.BidirectionalConfig: "bidirectional"}.get(type(config), type(config).__name__)
+  raise ValueError(f"model: expected a single cell (a Flax cell is one layer read one way), got a"
+                   f" {name}; convert each of its cells separately.")
+
+
+def to_flax(model, params, cell):
   """Writes jaxrnn cell parameters as Flax linen variables.
 
   ``b_x + b_h`` is folded into Flax's single bias where the two are only added
@@ -165,35 +190,65 @@ def to_flax(model, params, cell, *, check=True):
   biases is written with zero biases.
 
   Args:
-    model: the jaxrnn cell ``params`` belong to; used only by ``check``.
-    params: `LSTMParams`, `GRUParams` or `RNNParams` of a single cell.
+    model: the jaxrnn cell ``params`` belong to. Its ``config`` must be what
+      ``cell`` computes: an ``lstm`` for ``LSTMCell`` and
+      ``OptimizedLSTMCell``, a reset-after ``gru`` for ``GRUCell``, an ``rnn``
+      with the ``SimpleCell``'s activation for ``SimpleCell``, with
+      ``cell``'s ``features`` as hidden size and no compute ``dtype`` other
+      than the parameters'. The model is not run.
+    params: `LSTMParams`, `GRUParams` or `RNNParams` of ``model``.
     cell: the Flax cell to write for: a class (``nn.LSTMCell``,
-      ``nn.OptimizedLSTMCell``, ``nn.GRUCell``, ``nn.SimpleCell``), an instance
-      of one, or an ``nn.RNN`` over one (then the result has ``nn.RNN``'s
-      ``"cell"`` level).
-    check: run ``model`` and the Flax cell on a short random sequence and raise
-      if they disagree. The parameters alone cannot tell a reset-before GRU
-      (which ``GRUCell`` is not) or a ReLU RNN from the others, so this is
-      what catches a cell Flax cannot represent.
+      ``nn.OptimizedLSTMCell``, ``nn.GRUCell``, ``nn.SimpleCell``; its
+      defaults apply, so the ``SimpleCell`` is tanh), an instance of one, or
+      an ``nn.RNN`` over one (then the result has ``nn.RNN``'s ``"cell"``
+      level).
 
   Returns:
     ``{"params": {...}}`` with Flax's parameter names, ready for ``apply``.
 
   Raises:
-    TypeError: ``cell`` or ``params`` is not a supported kind, or they differ.
-    ValueError: (with ``check``) ``model`` computes something the Flax cell
-      does not.
+    TypeError: ``cell`` is not a supported Flax cell, ``model`` is not a cell
+      of its kind, or ``params`` are not ``model``'s.
+    ValueError: ``model`` computes something ``cell`` does not (a
+      reset-before GRU, another activation, hidden size or compute dtype, a
+      composite), or ``cell`` has an option jaxrnn lacks.
   """
   nn = _linen()
   wrapped = isinstance(cell, nn.RNN)
   if wrapped:
     cell = cell.cell
   kind = _cell_kind(cell, "cell")
-  expected = {"lstm": cells.LSTMParams, "gru": cells.GRUParams, "simple": cells.RNNParams}[kind]
+  cell_name = (cell if isinstance(cell, type) else type(cell)).__name__
+  activation = _check_functions(cell, kind, "cell")
+  config = _cell_config(model)
+  if config.kind != _JAXRNN_KINDS[kind]:
+    raise TypeError(f"model: expected a jaxrnn {_JAXRNN_KINDS[kind]} cell (what Flax's"
+                    f" {cell_name} computes), got {config.kind}.")
+  if kind == "gru" and not config.reset_after:
+    raise ValueError("model: expected a reset-after GRU (Flax's GRUCell is reset-after), got"
+                     " gru(reset_after=False), which is reset-before and has no Flax"
+                     " equivalent.")
+  if kind == "simple" and config.activation != activation:
+    raise ValueError(f"cell: expected activation_fn={config.activation} (the model's"
+                     f" activation), got the {cell_name}'s {activation}; pass"
+                     f" nn.SimpleCell({config.hidden_size}, activation_fn=nn.{config.activation}).")
+  features = getattr(cell, "features", None)
+  if not isinstance(cell, type) and features != config.hidden_size:
+    raise ValueError(f"cell: expected features={config.hidden_size} (the model's hidden size),"
+                     f" got features={features}.")
+  expected = _PARAM_TYPES[kind]
   if not isinstance(params, expected):
-    raise TypeError(f"params: a Flax {kind} cell needs {expected.__name__}, got"
+    raise TypeError(f"params: expected {expected.__name__} (the model's), got"
                     f" {type(params).__name__}.")
   hidden_size = params.w_h.shape[0]
+  if hidden_size != config.hidden_size:
+    raise ValueError(f"params: expected hidden size {config.hidden_size} (the model's), got"
+                     f" {hidden_size}.")
+  if config.dtype is not None and jnp.dtype(config.dtype) != params.w_h.dtype:
+    raise ValueError(f"model: expected matmuls in the parameters' dtype ({params.w_h.dtype}), as"
+                     f" Flax's {cell_name} computes them, got dtype={jnp.dtype(config.dtype).name}."
+                     " Rebuild the cell without dtype= (the parameters are the same) to convert"
+                     " it.")
   bias = params.b_x is not None
   zeros = jnp.zeros(params.w_h.shape[1], params.w_h.dtype)
   total = params.b_x + params.b_h if bias else zeros
@@ -214,34 +269,9 @@ def to_flax(model, params, cell, *, check=True):
   else:
     out["i"] = {"kernel": params.w_x, "bias": total}
     out["h"] = {"kernel": params.w_h}
-  if check:
-    _check_against_flax(model, params, cell, out, hidden_size)
   if wrapped:
     out = {"cell": out}
   return {"params": out}
-
-
-def _check_against_flax(model, params, cell, cell_params, hidden_size):
-  nn = _linen()
-  if isinstance(cell, type):
-    cell = cell(features=hidden_size, param_dtype=params.w_h.dtype)
-  elif cell.features != hidden_size:
-    raise ValueError(f"cell: has features={cell.features} but params have hidden size"
-                     f" {hidden_size}.")
-  dtype = params.w_x.dtype
-  # Three steps: a reset-before and a reset-after GRU agree on the first one (h0 = 0).
-  xs = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, params.w_x.shape[0])), dtype)
-  theirs = nn.RNN(cell).apply({"params": {"cell": cell_params}}, xs)
-  _, ours = unroll_lib.unroll(model, params, xs, time_major=False)
-  err = float(jnp.max(jnp.abs(ours - theirs)))
-  if not err <= 1e-4 * max(1.0, float(jnp.max(jnp.abs(theirs)))):
-    hint = {"GRUCell": " Flax's GRUCell is reset-after; a jaxrnn gru(reset_after=False) has no"
-                       " Flax equivalent.",
-            "SimpleCell": " Check that the SimpleCell's activation_fn matches the cell's."}
-    raise ValueError(f"model: Flax {type(cell).__name__} with these weights computes different"
-                     f" outputs (max abs difference {err:.3g}), so it cannot represent this"
-                     f" model.{hint.get(type(cell).__name__, '')} Pass check=False to skip"
-                     " this check.")
 
 
 def from_flax_carry(carry):

@@ -19,29 +19,22 @@ How Haiku's cores differ from jaxrnn's cells (``haiku/_src/recurrent.py``):
 Reordering and negation are exact, so Haiku -> jaxrnn -> Haiku gives back
 identical arrays. `to_haiku` folds ``b_x + b_h`` (minus the LSTM's constant
 1) into Haiku's bias: same outputs to rounding, but converting back puts the
-bias on Haiku's side.
+bias on Haiku's side. `to_haiku` reads what the model is from its ``config``
+and refuses, saying why, a cell no Haiku core computes.
 
-Haiku is imported inside the functions; it is not a dependency of jaxrnn.
+The converters read and write Haiku's parameter dicts without importing Haiku,
+which is not a dependency of jaxrnn.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._src import base
 from jaxrnn._src import cells
-from jaxrnn._src import unroll as unroll_lib
+from jaxrnn._src import composites
 
 _CORES = {"lstm": cells.LSTMParams, "gru": cells.GRUParams, "vanilla_rnn": cells.RNNParams}
 _CLASS_NAMES = {"LSTM": "lstm", "GRU": "gru", "VanillaRNN": "vanilla_rnn"}
-
-
-def _haiku():
-  try:
-    import haiku as hk  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("jaxrnn.interop's Haiku converters need dm-haiku: pip install"
-                      " dm-haiku.") from e
-  return hk
 
 
 def _core_kind(core):
@@ -141,7 +134,34 @@ def from_haiku(core, hk_params, *, name=None):
   return cells.rnn(w_h.shape[0], activation="relu"), params
 
 
-def to_haiku(model, params, *, name=None, double_bias=True, check=True):
+def _core_for(model):
+  """The Haiku core kind that computes ``model``; raises, saying why, where there is none."""
+  if not isinstance(model, base.Model):
+    raise TypeError(f"model: expected a jaxrnn cell, got {type(model).__name__}.")
+  config = model.config
+  if config is None:
+    raise TypeError("model: expected a jaxrnn cell (rnn, lstm or gru), whose config says what it"
+                    " computes; got a model with config=None.")
+  if isinstance(config, composites.LearnedStateConfig):
+    raise ValueError("model: expected a single cell, got a learned_initial_state; Haiku's"
+                     " parameters hold no trained initial state. Convert the wrapped cell with"
+                     " params.core, and pass params.initial_state (broadcast over the batch) as"
+                     " the core's initial state.")
+  if not isinstance(config, base.CellConfig):
+    name = {composites.StackConfig: "stack", composites.BidirectionalConfig: "bidirectional"}.get(
+        type(config), type(config).__name__)
+    raise ValueError(f"model: expected a single cell (what one Haiku core is), got a {name};"
+                     " convert each of its cells separately.")
+  if config.kind == "gru" and config.reset_after:
+    raise ValueError("model: expected a reset-before GRU (hk.GRU is reset-before), got"
+                     " gru(reset_after=True), which has no Haiku equivalent.")
+  if config.kind == "rnn" and config.activation != "relu":
+    raise ValueError(f"model: expected an rnn with activation='relu' (hk.VanillaRNN is ReLU),"
+                     f" got activation={config.activation!r}.")
+  return {"lstm": "lstm", "gru": "gru", "rnn": "vanilla_rnn"}[config.kind], config
+
+
+def to_haiku(model, params, *, name=None, double_bias=True):
   """Writes jaxrnn cell parameters as Haiku parameters.
 
   The inverse of `from_haiku`, with ``b_x + b_h`` folded into Haiku's bias
@@ -149,35 +169,38 @@ def to_haiku(model, params, *, name=None, double_bias=True, check=True):
   without biases is written with the biases that make Haiku compute the same.
 
   Args:
-    model: the jaxrnn cell ``params`` belong to; used only by ``check``.
-    params: `LSTMParams` (for ``hk.LSTM``), `GRUParams` (``hk.GRU``) or
-      `RNNParams` (``hk.VanillaRNN``) of a single cell.
+    model: the jaxrnn cell ``params`` belong to; its ``config`` picks the
+      core and must be one Haiku has: ``lstm`` (``hk.LSTM``),
+      ``gru(reset_after=False)`` (``hk.GRU``) or ``rnn(activation="relu")``
+      (``hk.VanillaRNN``), with no compute ``dtype`` other than the
+      parameters'. The model is not run.
+    params: ``model``'s `LSTMParams`, `GRUParams` or `RNNParams`.
     name: the module path to write under; defaults to Haiku's default name.
     double_bias: for ``hk.VanillaRNN``, the core's ``double_bias`` (whether
       the recurrent ``Linear`` has a bias).
-    check: run ``model`` and the Haiku core on a short random sequence and
-      raise if they disagree. This is what catches a cell Haiku cannot
-      represent: ``hk.GRU`` is reset-before and ``hk.VanillaRNN`` is ReLU,
-      which the parameters alone don't show.
 
   Returns:
     A dict ``{module_path: {param_name: array}}`` for ``apply``.
 
   Raises:
-    TypeError: ``params`` is not a single cell's parameters.
-    ValueError: (with ``check``) ``model`` computes something the core does
-      not.
+    TypeError: ``model`` has no config, or ``params`` are not its parameters.
+    ValueError: no Haiku core computes ``model`` (a reset-after GRU, a tanh
+      RNN, a composite, a compute dtype), or ``params`` have another hidden
+      size.
   """
-  kinds = {v: k for k, v in _CORES.items()}
-  kind = kinds.get(type(params))
-  if kind is None:
-    raise TypeError("params: expected LSTMParams, GRUParams or RNNParams of a single cell, got"
+  kind, config = _core_for(model)
+  expected = _CORES[kind]
+  if not isinstance(params, expected):
+    raise TypeError(f"params: expected {expected.__name__} (the model's), got"
                     f" {type(params).__name__}.")
-  out = _write(kind, params, kind if name is None else name, double_bias)
-  if check:
-    _check_against_haiku(model, params, kind, _write(kind, params, kind, double_bias),
-                         double_bias)
-  return out
+  if params.w_h.shape[0] != config.hidden_size:
+    raise ValueError(f"params: expected hidden size {config.hidden_size} (the model's), got"
+                     f" {params.w_h.shape[0]}.")
+  if config.dtype is not None and jnp.dtype(config.dtype) != params.w_h.dtype:
+    raise ValueError(f"model: expected matmuls in the parameters' dtype ({params.w_h.dtype}), as"
+                     f" Haiku computes them, got dtype={jnp.dtype(config.dtype).name}. Rebuild"
+                     " the cell without dtype= (the parameters are the same) to convert it.")
+  return _write(kind, params, kind if name is None else name, double_bias)
 
 
 def _write(kind, params, name, double_bias):
@@ -202,32 +225,3 @@ def _write(kind, params, name, double_bias):
             f"{name}/linear_1": {"w": params.w_h, "b": b_h}}
   return {f"{name}/linear": {"w": params.w_x, "b": b_x + b_h},
           f"{name}/linear_1": {"w": params.w_h}}
-
-
-def _check_against_haiku(model, params, kind, hk_params, double_bias):
-  hk = _haiku()
-  hidden_size = params.w_h.shape[0]
-  dtype = params.w_x.dtype
-  # Three steps: a reset-before and a reset-after GRU agree on the first one (h0 = 0).
-  xs = jnp.asarray(np.random.default_rng(0).standard_normal((3, 2, params.w_x.shape[0])), dtype)
-
-  def run(xs):
-    if kind == "lstm":
-      core = hk.LSTM(hidden_size)
-    elif kind == "gru":
-      core = hk.GRU(hidden_size)
-    else:
-      core = hk.VanillaRNN(hidden_size, double_bias=double_bias)
-    state = jax.tree.map(lambda s: s.astype(dtype), core.initial_state(xs.shape[1]))
-    return hk.dynamic_unroll(core, xs, state)[0]
-
-  theirs = hk.without_apply_rng(hk.transform(run)).apply(hk_params, xs)
-  _, ours = unroll_lib.unroll(model, params, xs)
-  err = float(jnp.max(jnp.abs(ours - theirs)))
-  if not err <= 1e-4 * max(1.0, float(jnp.max(jnp.abs(theirs)))):
-    hint = {"gru": " hk.GRU is reset-before: only a jaxrnn gru(reset_after=False) fits it.",
-            "vanilla_rnn": " hk.VanillaRNN is ReLU: only a jaxrnn rnn(activation='relu') fits"
-                           " it."}
-    raise ValueError(f"model: Haiku's {kind} core with these weights computes different outputs"
-                     f" (max abs difference {err:.3g}), so it cannot represent this model."
-                     f"{hint.get(kind, '')} Pass check=False to skip this check.")

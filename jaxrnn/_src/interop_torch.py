@@ -12,6 +12,9 @@ gives ``stack([...], dropout=module.dropout)`` with one entry per layer, each a
 cell or ``bidirectional(cell, cell)``. ``batch_first`` is not part of the
 model: pass ``time_major=not module.batch_first`` to `jaxrnn.unroll`.
 
+`to_torch` and the state converters read what a model is from its
+``config``, and refuse, saying why, a model no PyTorch module computes.
+
 PyTorch is imported inside the functions; it is not a dependency of jaxrnn.
 """
 
@@ -20,11 +23,11 @@ import collections
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._src import base
 from jaxrnn._src import cells
 from jaxrnn._src import composites
-from jaxrnn._src import unroll as unroll_lib
 
-_CELL_PARAMS = (cells.RNNParams, cells.LSTMParams, cells.GRUParams)
+_PARAM_TYPES = {"rnn": cells.RNNParams, "lstm": cells.LSTMParams, "gru": cells.GRUParams}
 
 
 def _torch():
@@ -45,56 +48,156 @@ def _to_tensor(array):
   return torch.from_numpy(np.array(array))
 
 
-def _layer_directions(params):
-  """Splits converter input into ``[[forward, backward?] per layer]`` of cell params."""
-  def directions(where, p):
-    if isinstance(p, _CELL_PARAMS):
-      return [p]
-    if (isinstance(p, composites.BidirectionalParams)
-        and all(isinstance(d, _CELL_PARAMS) for d in p)):
-      return [p.forward, p.backward]
-    raise TypeError(f"{where}: expected the parameters of a cell or of bidirectional(cell,"
-                    f" cell) (what one PyTorch layer holds), got {type(p).__name__}.")
-
-  if isinstance(params, composites.StackParams):
-    return [directions(f"params.layers[{i}]", p) for i, p in enumerate(params.layers)]
-  return [directions("params", params)]
+def _config(model):
+  if not isinstance(model, base.Model):
+    raise TypeError(f"model: expected a jaxrnn Model, got {type(model).__name__}.")
+  if model.config is None:
+    raise TypeError("model: expected a model built from jaxrnn's cells and composites, whose"
+                    " config says what it computes; got one with config=None.")
+  return model.config
 
 
-def _check_uniform(layers):
-  """Checks that the layers fit one PyTorch module; returns its constructor arguments."""
-  first = layers[0][0]
-  kind = type(first)
-  hidden_size = first.w_h.shape[0]
-  bias = first.b_x is not None
-  num_directions = len(layers[0])
-  input_size = first.w_x.shape[0]
+def _describe(config):
+  """A config in the words that build it, e.g. ``bidirectional(lstm, stack)``."""
+  if isinstance(config, base.CellConfig):
+    return config.kind
+  if isinstance(config, composites.StackConfig):
+    return "stack"
+  if isinstance(config, composites.BidirectionalConfig):
+    return f"bidirectional({_describe(config.forward)}, {_describe(config.backward)})"
+  if isinstance(config, composites.LearnedStateConfig):
+    return f"learned_initial_state({_describe(config.core)})"
+  return type(config).__name__
+
+
+def _layers(config, *, strict):
+  """``(stacked, [[forward, backward?] per layer])``: the model's cells in PyTorch's layout.
+
+  With ``strict`` it also rejects what has PyTorch's layout but not its
+  function (a learned initial state, ``merge="sum"``); without, it looks
+  through them, since their states are laid out like PyTorch's.
+  """
+  def core(where, c):
+    if not isinstance(c, composites.LearnedStateConfig):
+      return c
+    if strict:
+      raise ValueError(f"model: expected no learned_initial_state{_in(where)}, got"
+                       f" {_describe(c)}; a PyTorch module holds no trained initial state."
+                       " Convert the wrapped model with params.core, and pass the learned state"
+                       " to the module as h_0.")
+    return core(where, c.core)
+
+  def directions(where, c):
+    c = core(where, c)
+    if isinstance(c, base.CellConfig):
+      return [c]
+    if isinstance(c, composites.BidirectionalConfig):
+      if strict and c.merge != "concat":
+        raise ValueError(f"model: expected merge='concat'{_in(where)} (PyTorch concatenates the"
+                         f" two directions), got merge={c.merge!r}.")
+      pair = [core(f"{where}.{d}" if where else f"the {d} direction", getattr(c, d))
+              for d in ("forward", "backward")]
+      if all(isinstance(d, base.CellConfig) for d in pair):
+        return pair
+    if where:
+      raise ValueError(f"model: expected a cell or bidirectional(cell, cell) in {where} (what one"
+                       f" PyTorch layer holds), got {_describe(c)}.")
+    raise ValueError("model: expected a cell, bidirectional(cell, cell) or stack of those (what"
+                     f" one PyTorch module holds), got {_describe(c)}.")
+
+  config = core("", config)
+  if isinstance(config, composites.StackConfig):
+    return True, [directions(f"layers[{l}]", c) for l, c in enumerate(config.layers)]
+  return False, [directions("", config)]
+
+
+def _in(where):
+  return f" in {where}" if where else ""
+
+
+def _where(stacked, l, d, num_directions):
+  direction = ("forward", "backward")[d] if num_directions == 2 else None
+  if stacked:
+    return f"layers[{l}]" + (f".{direction}" if direction else "")
+  return f"the {direction} direction" if direction else "the cell"
+
+
+def _check_same(stacked, layers, what, value_of, why):
+  """Raises unless ``value_of`` is the same for every cell of ``layers``."""
+  first = value_of(layers[0][0])
   for l, directions in enumerate(layers):
-    if len(directions) != num_directions:
-      raise ValueError(f"params: layer {l} has {len(directions)} direction(s) but layer 0 has"
-                       f" {num_directions}; a PyTorch module has the same number in every layer.")
-    expected_in = input_size if l == 0 else hidden_size * num_directions
-    for d, p in enumerate(directions):
-      where = f"layer {l}" + (", backward" if d else "")
-      if type(p) is not kind:
-        raise ValueError(f"params: {where} is {type(p).__name__} but layer 0 is {kind.__name__};"
-                         " a PyTorch module has one cell type.")
-      if p.w_h.shape[0] != hidden_size:
-        raise ValueError(f"params: {where} has hidden size {p.w_h.shape[0]}, layer 0 has"
-                         f" {hidden_size}; a PyTorch module has one hidden size.")
-      if (p.b_x is not None) != bias or (p.b_h is not None) != bias:
-        raise ValueError(f"params: {where} differs from layer 0 in having biases; PyTorch's"
-                         " bias= applies to every layer.")
-      if p.w_x.shape[0] != expected_in:
-        raise ValueError(f"params: {where} reads {p.w_x.shape[0]} features; a PyTorch layer {l}"
-                         f" reads {expected_in}.")
-  return dict(kind=kind, input_size=input_size, hidden_size=hidden_size,
-              num_layers=len(layers), bias=bias, bidirectional=num_directions == 2)
+    for d, c in enumerate(directions):
+      if value_of(c) != first:
+        raise ValueError(f"model: expected the {what} of {_where(stacked, 0, 0, len(layers[0]))},"
+                         f" {first!r}, in {_where(stacked, l, d, len(directions))}, got"
+                         f" {value_of(c)!r}; {why}")
 
 
-def _module_class(kind):
-  nn = _torch().nn
-  return {cells.RNNParams: nn.RNN, cells.LSTMParams: nn.LSTM, cells.GRUParams: nn.GRU}[kind]
+def _check_fits_module(stacked, layers):
+  """Raises unless the cells of ``layers`` are what one PyTorch module computes."""
+  _check_same(stacked, layers, "cell type", lambda c: c.kind,
+              "a PyTorch module has one cell type.")
+  _check_same(stacked, layers, "hidden size", lambda c: c.hidden_size,
+              "a PyTorch module has one hidden size.")
+  for l, directions in enumerate(layers):
+    if len(directions) != len(layers[0]):
+      raise ValueError(f"model: expected {len(layers[0])} direction(s) in layers[{l}], like"
+                       f" layers[0], got {len(directions)}; a PyTorch module has the same number"
+                       " in every layer.")
+  _check_same(stacked, layers, "bias setting", lambda c: c.bias,
+              "PyTorch's bias= applies to every layer.")
+  _check_same(stacked, layers, "activation", lambda c: c.activation,
+              "PyTorch's nonlinearity= applies to every layer.")
+  for l, directions in enumerate(layers):
+    for d, c in enumerate(directions):
+      if c.kind == "gru" and not c.reset_after:
+        where = _where(stacked, l, d, len(directions))
+        raise ValueError(f"model: expected a reset-after GRU in {where} (PyTorch's nn.GRU is"
+                         " reset-after), got gru(reset_after=False), which is reset-before and"
+                         " has no PyTorch equivalent.")
+
+
+def _layer_params(params, stacked, layers):
+  """Splits ``params`` like ``layers`` (``[[forward, backward?] per layer]``), checking they fit."""
+  def expect(where, value, cls):
+    if not isinstance(value, cls):
+      raise TypeError(f"params: expected {cls.__name__} in {where} (the model's), got"
+                      f" {type(value).__name__}.")
+
+  if stacked:
+    expect("the model", params, composites.StackParams)
+    if len(params.layers) != len(layers):
+      raise ValueError(f"params: expected {len(layers)} layers (the model's), got"
+                       f" {len(params.layers)}.")
+    per_layer = params.layers
+  else:
+    per_layer = (params,)
+  out, input_size = [], None
+  for l, (p, directions) in enumerate(zip(per_layer, layers)):
+    wheres = [_where(stacked, l, d, len(directions)) for d in range(len(directions))]
+    if len(directions) == 2:
+      expect(f"layers[{l}]" if stacked else "the model", p, composites.BidirectionalParams)
+      p = [p.forward, p.backward]
+    else:
+      p = [p]
+    for q, c, where in zip(p, directions, wheres):
+      expect(where, q, _PARAM_TYPES[c.kind])
+      if q.w_h.shape[0] != c.hidden_size or (q.b_x is not None) != c.bias:
+        raise ValueError(f"params: expected hidden size {c.hidden_size} and"
+                         f" {'biases' if c.bias else 'no biases'} in {where} (the model's), got"
+                         f" {q.w_h.shape[0]} and {'biases' if q.b_x is not None else 'none'}.")
+      input_size = q.w_x.shape[0] if input_size is None else input_size
+      expected_in = input_size if l == 0 else layers[0][0].hidden_size * len(directions)
+      if q.w_x.shape[0] != expected_in:
+        raise ValueError(f"params: expected {expected_in} input features in {where} (what"
+                         f" PyTorch's layer {l} reads), got {q.w_x.shape[0]}.")
+      if c.dtype is not None and jnp.dtype(c.dtype) != q.w_h.dtype:
+        raise ValueError(f"model: expected matmuls in the parameters' dtype ({q.w_h.dtype}) in"
+                         f" {where}, as PyTorch computes them, got dtype="
+                         f"{jnp.dtype(c.dtype).name}. Rebuild the cell without dtype= (the"
+                         " parameters are the same) to convert it.")
+    out.append(p)
+  return out
 
 
 def _check_module(module):
@@ -176,136 +279,95 @@ def from_torch(module):
           composites.StackParams(tuple(layer_params)))
 
 
-def to_torch(model, params, *, check=True):
+def to_torch(model, params):
   """Writes jaxrnn parameters as a PyTorch ``state_dict``.
 
   The inverse of `from_torch`: tensors come back bit-identical and in the
   parameters' dtype, and the dict loads with ``load_state_dict(strict=True)``
-  into a module built with the matching arguments (``nn.LSTM`` for
-  `LSTMParams`, ``nn.GRU`` for `GRUParams`, ``nn.RNN`` for `RNNParams`;
+  into a module built with the matching arguments (``nn.LSTM``, ``nn.GRU`` or
+  ``nn.RNN`` with ``nonlinearity`` the cells' ``activation``;
   ``hidden_size``, ``num_layers``, ``bias`` and ``bidirectional`` as in
-  ``params``; any ``batch_first`` and ``dropout``).
+  ``model``; any ``batch_first`` and ``dropout``).
 
   Args:
-    model: the jaxrnn model ``params`` belong to; used only by ``check``.
-    params: parameters of a cell, of ``bidirectional(cell, cell)``, or of
-      ``stack`` of those, where every layer has the same cell type, hidden
-      size, bias setting and number of directions (what one PyTorch module
-      can hold).
-    check: run ``model`` and the PyTorch module on a short random sequence and
-      raise if they disagree. The parameters alone cannot tell a
-      reset-before GRU (``gru(reset_after=False)``, which PyTorch does not
-      have) from a reset-after one, so this is what catches it. For
-      `RNNParams` it accepts either ``nonlinearity``; the ``state_dict`` is the
-      same for both, so build the module with the cell's ``activation``.
+    model: a cell, ``bidirectional(cell, cell)`` or ``stack`` of those (what
+      one PyTorch module computes): every cell of the same type, hidden size,
+      bias setting and activation, GRUs reset-after, the same number of
+      directions in every layer, ``merge="concat"``, no
+      ``learned_initial_state`` and no compute ``dtype`` other than the
+      parameters'. Its ``config`` says all this; the model is not run.
+    params: ``model``'s parameters.
 
   Returns:
     An ``OrderedDict`` of ``torch.Tensor`` with PyTorch's names
     (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), in PyTorch's order.
 
   Raises:
-    TypeError, ValueError: ``params`` is not a structure one PyTorch module
-      can hold, or (with ``check``) ``model`` computes something else.
+    TypeError: ``model`` has no config, or ``params`` are not its parameters.
+    ValueError: ``model`` is not something one PyTorch module computes, or
+      ``params`` do not have its sizes.
   """
-  layers = _layer_directions(params)
-  config = _check_uniform(layers)
+  stacked, layers = _layers(_config(model), strict=True)
+  _check_fits_module(stacked, layers)
+  bias = layers[0][0].bias
   state_dict = collections.OrderedDict()
-  for l, directions in enumerate(layers):
+  for l, directions in enumerate(_layer_params(params, stacked, layers)):
     for suffix, p in zip(("", "_reverse"), directions):
       state_dict[f"weight_ih_l{l}{suffix}"] = _to_tensor(p.w_x.T)
       state_dict[f"weight_hh_l{l}{suffix}"] = _to_tensor(p.w_h.T)
-      if config["bias"]:
+      if bias:
         state_dict[f"bias_ih_l{l}{suffix}"] = _to_tensor(p.b_x)
         state_dict[f"bias_hh_l{l}{suffix}"] = _to_tensor(p.b_h)
-  if check:
-    _check_against_torch(model, params, state_dict, config)
   return state_dict
 
 
-def _build_module(config, nonlinearity=None):
-  torch = _torch()
-  kwargs = dict(input_size=config["input_size"], hidden_size=config["hidden_size"],
-                num_layers=config["num_layers"], bias=config["bias"],
-                bidirectional=config["bidirectional"])
-  if nonlinearity is not None:
-    kwargs["nonlinearity"] = nonlinearity
-  with torch.device("cpu"):
-    return _module_class(config["kind"])(**kwargs)
+def _state_layers(model):
+  """``(stacked, layers)`` for the state converters, which need one cell type and hidden size."""
+  stacked, layers = _layers(_config(model), strict=False)
+  _check_same(stacked, layers, "cell type", lambda c: c.kind,
+              "PyTorch's h_n holds the states of one cell type.")
+  _check_same(stacked, layers, "hidden size", lambda c: c.hidden_size,
+              "PyTorch's h_n holds states of one hidden size.")
+  return stacked, layers
 
 
-def _check_against_torch(model, params, state_dict, config):
-  """Raises ValueError unless ``model`` and the module agree on a random sequence."""
-  torch = _torch()
-  dtype = state_dict["weight_ih_l0"].dtype
-  # Three steps: a reset-before and a reset-after GRU agree on the first one (h0 = 0).
-  xs = np.random.default_rng(0).standard_normal((3, 2, config["input_size"]))
-  xs = xs.astype(torch.empty((), dtype=dtype).numpy().dtype)
-  _, ys = unroll_lib.unroll(model, params, jnp.asarray(xs))
-  ys = np.asarray(ys, dtype=np.float64)
-  nonlinearities = ("tanh", "relu") if config["kind"] is cells.RNNParams else (None,)
-  errors = []
-  for nonlinearity in nonlinearities:
-    module = _build_module(config, nonlinearity).to(dtype)
-    module.load_state_dict(state_dict, strict=True)
-    with torch.no_grad():
-      theirs = module(torch.from_numpy(xs))[0].double().numpy()
-    err = float(np.max(np.abs(ys - theirs)))
-    if err <= 1e-4 * max(1.0, float(np.max(np.abs(theirs)))):
-      return
-    errors.append(err)
-  cls = _module_class(config["kind"]).__name__
-  hint = (" A jaxrnn gru(reset_after=False) (reset-before) has no PyTorch equivalent; PyTorch's"
-          " GRU is reset-after." if config["kind"] is cells.GRUParams else "")
-  raise ValueError(f"model: torch.nn.{cls} with these weights computes different outputs (max abs"
-                   f" difference {max(errors):.3g}), so it cannot represent this model.{hint}"
-                   " Pass check=False to write the state_dict anyway.")
-
-
-def _directions_of_state(params, state):
+def _directions_of_state(stacked, layers, state):
   """The per-direction states of ``state``, in PyTorch's ``h_n`` order."""
   def expect(where, value, cls):
     if not isinstance(value, cls):
-      raise TypeError(f"{where}: expected a {cls.__name__} (the state of these params), got"
-                       f" {type(value).__name__}.")
+      raise TypeError(f"state: expected a {cls.__name__} in {where} (the model's state), got"
+                      f" {type(value).__name__}.")
 
-  def bidirectional(where, s):
-    expect(where, s, composites.BidirectionalState)
-    return [s.forward, s.backward]
-
-  if isinstance(params, _CELL_PARAMS):
-    return [state]
-  if isinstance(params, composites.BidirectionalParams):
-    return bidirectional("state", state)
-  expect("state", state, composites.StackState)
-  if len(state.layers) != len(params.layers):
-    raise ValueError(f"state: expected {len(params.layers)} layers, got {len(state.layers)}.")
+  if stacked:
+    expect("the model", state, composites.StackState)
+    if len(state.layers) != len(layers):
+      raise ValueError(f"state: expected {len(layers)} layers, got {len(state.layers)}.")
+    per_layer = state.layers
+  else:
+    per_layer = (state,)
   flat = []
-  for l, (p, s) in enumerate(zip(params.layers, state.layers)):
-    if isinstance(p, composites.BidirectionalParams):
-      flat.extend(bidirectional(f"state.layers[{l}]", s))
+  for l, (s, directions) in enumerate(zip(per_layer, layers)):
+    if len(directions) == 2:
+      expect(f"layers[{l}]" if stacked else "the model", s, composites.BidirectionalState)
+      flat.extend([s.forward, s.backward])
     else:
       flat.append(s)
   return flat
 
 
-def _wrap_state(params, flat):
-  """Inverse of `_directions_of_state`: nests per-direction states like ``params``."""
-  if isinstance(params, _CELL_PARAMS):
-    return flat[0]
-  if isinstance(params, composites.BidirectionalParams):
-    return composites.BidirectionalState(flat[0], flat[1])
-  layers, i = [], 0
-  for p in params.layers:
-    if isinstance(p, composites.BidirectionalParams):
-      layers.append(composites.BidirectionalState(flat[i], flat[i + 1]))
-      i += 2
+def _wrap_state(stacked, layers, flat):
+  """Inverse of `_directions_of_state`: nests per-direction states like the model's."""
+  nested, i = [], 0
+  for directions in layers:
+    if len(directions) == 2:
+      nested.append(composites.BidirectionalState(flat[i], flat[i + 1]))
     else:
-      layers.append(flat[i])
-      i += 1
-  return composites.StackState(tuple(layers))
+      nested.append(flat[i])
+    i += len(directions)
+  return composites.StackState(tuple(nested)) if stacked else nested[0]
 
 
-def from_torch_state(params, h_n, c_n=None):
+def from_torch_state(model, h_n, c_n=None):
   """Converts PyTorch's final ``h_n`` (and ``c_n``) into a jaxrnn state.
 
   PyTorch stacks the final states of all layers and directions on one axis,
@@ -317,27 +379,30 @@ def from_torch_state(params, h_n, c_n=None):
   turns PyTorch's ``(h_0, c_0)`` into the ``state`` argument of `unroll`.
 
   Args:
-    params: the model's parameters (they fix the nesting), as returned by
-      `from_torch`.
+    model: the model, e.g. as returned by `from_torch`; its ``config`` fixes
+      the nesting. Its cells must share one type and hidden size (a
+      ``learned_initial_state`` is looked through: its state is its core's).
     h_n: ``[L*D, B, H]`` or ``[L*D, H]`` array or tensor.
-    c_n: the LSTM's cell states, same shape as ``h_n``; required for
-      `LSTMParams` and not allowed otherwise.
+    c_n: the LSTM's cell states, same shape as ``h_n``; required for an LSTM
+      model and not allowed otherwise.
 
   Returns:
     The jaxrnn state that `unroll` returns as ``final_state``.
   """
-  layers = _layer_directions(params)
-  is_lstm = isinstance(layers[0][0], cells.LSTMParams)
+  stacked, layers = _state_layers(model)
+  first = layers[0][0]
+  is_lstm = first.kind == "lstm"
   if is_lstm != (c_n is not None):
-    raise ValueError("c_n: required for LSTM parameters and only for them; got"
-                     f" {'None' if c_n is None else 'an array'} for"
-                     f" {type(layers[0][0]).__name__}.")
+    raise ValueError(f"c_n: expected {'an array' if is_lstm else 'None'} for a model of"
+                     f" {first.kind} cells (c_n is the LSTM's cell state), got"
+                     f" {'None' if c_n is None else 'an array'}.")
   as_jax = lambda a: _to_jax(a) if hasattr(a, "detach") else jnp.asarray(a)
   h_n = as_jax(h_n)
   n = sum(len(d) for d in layers)
-  if h_n.ndim not in (2, 3) or h_n.shape[0] != n:
-    raise ValueError(f"h_n: expected shape [{n}, B, H] or [{n}, H] (num_layers * num_directions"
-                     f" first), got {h_n.shape}.")
+  if h_n.ndim not in (2, 3) or h_n.shape[0] != n or h_n.shape[-1] != first.hidden_size:
+    raise ValueError(f"h_n: expected shape [{n}, B, {first.hidden_size}] or"
+                     f" [{n}, {first.hidden_size}] (num_layers * num_directions first, hidden"
+                     f" size last), got {h_n.shape}.")
   if is_lstm:
     c_n = as_jax(c_n)
     if c_n.shape != h_n.shape:
@@ -345,26 +410,26 @@ def from_torch_state(params, h_n, c_n=None):
     flat = [cells.LSTMState(hidden=h_n[k], cell=c_n[k]) for k in range(n)]
   else:
     flat = [h_n[k] for k in range(n)]
-  return _wrap_state(params, flat)
+  return _wrap_state(stacked, layers, flat)
 
 
-def to_torch_state(params, state):
+def to_torch_state(model, state):
   """Converts a jaxrnn state into PyTorch's ``h_n`` (and ``c_n``) layout.
 
   The inverse of `from_torch_state`; the result also serves as the ``h_0``
   (``(h_0, c_0)``) argument of the PyTorch module.
 
   Args:
-    params: the model's parameters (they fix the nesting).
+    model: the model; its ``config`` fixes the nesting, as in
+      `from_torch_state`.
     state: a state of the model, e.g. ``final_state`` from `unroll`.
 
   Returns:
     A jax array ``h_n`` of shape ``[L*D, B, H]`` (``[L*D, H]`` when unbatched),
     or the pair ``(h_n, c_n)`` for an LSTM.
   """
-  layers = _layer_directions(params)
-  flat = _directions_of_state(params, state)
-  if isinstance(layers[0][0], cells.LSTMParams):
+  stacked, layers = _state_layers(model)
+  flat = _directions_of_state(stacked, layers, state)
+  if layers[0][0].kind == "lstm":
     return (jnp.stack([s.hidden for s in flat]), jnp.stack([s.cell for s in flat]))
   return jnp.stack(flat)
-

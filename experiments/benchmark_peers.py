@@ -1,0 +1,317 @@
+"""The models the benchmark times: jaxrnn and the same one-layer RNN in its peers.
+
+Every peer builds the same computation for a `Shape`: a one-layer recurrent
+model run over a time-major `[T, B, I]` sequence from a zero state, and the
+mean squared error between every output `ys [T, B, H]` and a fixed target. The
+`"train"` step is the gradient of that loss with respect to the parameters; the
+`"forward"` step is the loss alone. JAX peers are jitted (compiled ahead of
+time, so the compile time is measured apart from the run time); PyTorch runs
+eagerly with `loss.backward()`.
+
+A builder raises `ImportError` when its library is missing and `Unsupported`
+when it has no such cell or cannot run on this backend; the benchmark skips
+the peer with a note in either case.
+"""
+
+from collections.abc import Callable
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jaxrnn
+import numpy as np
+
+CELLS = ("lstm", "gru", "rnn")
+MODES = ("train", "forward")
+# Matmul width of each cell, in units of H: the gates computed by `x @ w_x` and `h @ w_h`.
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+class Shape(NamedTuple):
+  """One benchmark problem.
+
+  Attributes:
+    cell: `"lstm"`, `"gru"` or `"rnn"` (Elman, tanh).
+    batch: B.
+    time: T, the sequence length.
+    inputs: I, the input size.
+    hidden: H, the hidden (and output) size.
+  """
+  cell: str
+  batch: int
+  time: int
+  inputs: int
+  hidden: int
+
+  def __str__(self):
+    return f"{self.cell}:{self.batch}:{self.time}:{self.inputs}:{self.hidden}"
+
+
+class Step(NamedTuple):
+  """One benchmarked computation, with its data bound and ready to run.
+
+  Attributes:
+    run: runs the computation once, blocks until it has finished and returns
+      its result (the loss, or the gradients for a train step).
+    label: what exactly runs, e.g. `"flax.linen.RNN(OptimizedLSTMCell)"`.
+    compile_s: seconds spent in `jit(...).lower(...).compile()`; `None` for
+      eager peers.
+    compiled: the compiled JAX executable (for `memory_analysis()`), or `None`.
+  """
+  run: Callable[[], Any]
+  label: str
+  compile_s: float | None = None
+  compiled: Any = None
+
+
+class Unsupported(Exception):
+  """The peer has no such cell, or cannot run on this backend."""
+
+
+Builder = Callable[[Shape, str], Step]
+
+
+def parse_shapes(text: str) -> list[Shape]:
+  """Parses `"lstm:32:100:64:256,gru:..."` (cell:B:T:I:H, comma separated)."""
+  shapes = []
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    fields = item.split(":")
+    if len(fields) != 5 or fields[0] not in CELLS:
+      raise ValueError(
+          f"Shape {item!r} should read cell:B:T:I:H with cell in {CELLS}, "
+          "e.g. 'lstm:32:100:64:256'.")
+    shapes.append(Shape(fields[0], *(int(f) for f in fields[1:])))
+  return shapes
+
+
+def flops(shape: Shape, mode: str) -> float:
+  """Floating point operations of one step, counting the matmuls only.
+
+  Forward: each of the T steps multiplies `x [B, I]` by `w_x [I, G*H]` and
+  `h [B, H]` by `w_h [H, G*H]`, so forward = 2 * T * B * (I + H) * G * H, with
+  G = 4 gates for the LSTM, 3 for the GRU and 1 for the Elman RNN. Train =
+  3 * forward: the backward pass multiplies by each weight twice more (for the
+  gradient of the activations and of the weights). Elementwise gate maths is
+  left out, as in DeepBench.
+
+  Args:
+    shape: the problem.
+    mode: `"train"` or `"forward"`.
+
+  Returns:
+    The count, as a float.
+  """
+  forward = 2.0 * shape.time * shape.batch * (shape.inputs + shape.hidden) * (
+      GATES[shape.cell] * shape.hidden)
+  return 3.0 * forward if mode == "train" else forward
+
+
+def _data(shape: Shape, time_major: bool = True):
+  """The float32 inputs and targets every peer sees (same seed, same values)."""
+  kx, ky = jax.random.split(jax.random.key(1))
+  dims = (shape.time, shape.batch) if time_major else (shape.batch, shape.time)
+  xs = jax.random.normal(kx, (*dims, shape.inputs), jnp.float32)
+  targets = jax.random.normal(ky, (*dims, shape.hidden), jnp.float32)
+  return xs, targets
+
+
+def _mse(ys, targets):
+  return jnp.mean(jnp.square(ys.astype(jnp.float32) - targets))
+
+
+def jax_step(loss_fn, params, xs, targets, mode: str, label: str) -> Step:
+  """Jits `loss_fn(params, xs, targets)` (or its gradient), timing the compile."""
+  fn = jax.grad(loss_fn) if mode == "train" else loss_fn
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(params, xs, targets).compile()
+  compile_s = time.perf_counter() - start
+  return Step(
+      run=lambda: jax.block_until_ready(compiled(params, xs, targets)),
+      label=label, compile_s=compile_s, compiled=compiled)
+
+
+def jaxrnn_peer(backward: str = "bptt", remat_chunk: int | None = None,
+                dtype=None) -> Builder:
+  """jaxrnn: `jax.grad` of a loss through `jaxrnn.unroll`."""
+
+  def build(shape: Shape, mode: str) -> Step:
+    factory = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.rnn}[shape.cell]
+    model = factory(shape.hidden) if dtype is None else factory(shape.hidden, dtype=dtype)
+    params = model.init(jax.random.key(0), shape.inputs)
+    xs, targets = _data(shape)
+
+    def loss(params, xs, targets):
+      _, ys = jaxrnn.unroll(model, params, xs, backward=backward,
+                            remat_chunk=remat_chunk)
+      return _mse(ys, targets)
+
+    options = [f"backward={backward!r}"]
+    if remat_chunk is not None:
+      options.append(f"remat_chunk={remat_chunk}")
+    if dtype is not None:
+      options.append(f"dtype={jnp.dtype(dtype).name}")
+    label = f"jaxrnn.unroll({shape.cell}, {', '.join(options)})"
+    return jax_step(loss, params, xs, targets, mode, label)
+
+  return build
+
+
+def flax_peer(shape: Shape, mode: str) -> Step:
+  """Flax linen: `nn.RNN` over `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell,
+          "rnn": nn.SimpleCell}[shape.cell](features=shape.hidden)
+  model = nn.RNN(cell, time_major=True)
+  xs, targets = _data(shape)
+  params = model.init(jax.random.key(0), xs)
+  loss = lambda params, xs, targets: _mse(model.apply(params, xs), targets)
+  return jax_step(loss, params, xs, targets, mode,
+                  f"flax.linen.RNN({type(cell).__name__})")
+
+
+def equinox_peer(shape: Shape, mode: str) -> Step:
+  """Equinox: an unbatched cell, `vmap`ped over the batch inside `lax.scan`."""
+  import equinox as eqx  # pylint: disable=g-import-not-at-top
+  if shape.cell == "rnn":
+    raise Unsupported("equinox.nn has no Elman RNN cell")
+  lstm = shape.cell == "lstm"
+  cell_type = eqx.nn.LSTMCell if lstm else eqx.nn.GRUCell
+  cell = cell_type(shape.inputs, shape.hidden, key=jax.random.key(0))
+  params, static = eqx.partition(cell, eqx.is_array)
+  xs, targets = _data(shape)
+
+  def loss(params, xs, targets):
+    cell = eqx.combine(params, static)
+
+    def step(carry, x):
+      carry = jax.vmap(cell)(x, carry)
+      return carry, carry[0] if lstm else carry
+
+    h = jnp.zeros((shape.batch, shape.hidden), xs.dtype)
+    _, ys = jax.lax.scan(step, (h, h) if lstm else h, xs)
+    return _mse(ys, targets)
+
+  return jax_step(loss, params, xs, targets, mode,
+                  f"lax.scan(vmap(equinox.nn.{cell_type.__name__}))")
+
+
+def haiku_peer(shape: Shape, mode: str) -> Step:
+  """Haiku: `hk.dynamic_unroll` of `hk.LSTM`, `hk.GRU`, `hk.VanillaRNN`."""
+  import haiku as hk  # pylint: disable=g-import-not-at-top
+  core_type = {"lstm": hk.LSTM, "gru": hk.GRU, "rnn": hk.VanillaRNN}[shape.cell]
+
+  def forward(xs):
+    core = core_type(shape.hidden)
+    ys, _ = hk.dynamic_unroll(core, xs, core.initial_state(shape.batch))
+    return ys
+
+  model = hk.without_apply_rng(hk.transform(forward))
+  xs, targets = _data(shape)
+  params = model.init(jax.random.key(0), xs)
+  loss = lambda params, xs, targets: _mse(model.apply(params, xs), targets)
+  return jax_step(loss, params, xs, targets, mode,
+                  f"haiku.dynamic_unroll(hk.{core_type.__name__})")
+
+
+def cudnn_peer(shape: Shape, mode: str) -> Step:
+  """`jax.experimental.rnn.lstm`: JAX's binding of the cuDNN LSTM (GPU only)."""
+  from jax.experimental import rnn  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != "gpu":
+    raise Unsupported("jax.experimental.rnn.lstm needs cuDNN (a GPU backend)")
+  if shape.cell != "lstm":
+    raise Unsupported("jax.experimental.rnn has an LSTM only")
+  batch, hidden, inputs = shape.batch, shape.hidden, shape.inputs
+  weights = rnn.init_lstm_weight(jax.random.key(0), inputs, hidden, 1, False)
+  xs, targets = _data(shape, time_major=False)  # cuDNN's binding is batch-major.
+  seq_lengths = jnp.full((batch,), shape.time, jnp.int32)
+  zeros = jnp.zeros((1, batch, hidden), jnp.float32)
+
+  def loss(weights, xs, targets):
+    ys, _, _ = rnn.lstm(xs, zeros, zeros, weights, seq_lengths, inputs, hidden,
+                        num_layers=1, dropout=0.0, bidirectional=False)
+    return _mse(ys, targets)
+
+  return jax_step(loss, weights, xs, targets, mode, "jax.experimental.rnn.lstm (cuDNN)")
+
+
+def torch_peer(shape: Shape, mode: str) -> Step:
+  """PyTorch `nn.LSTM`, `nn.GRU`, `nn.RNN` (eager; CUDA when JAX runs on a GPU)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() == "gpu":
+    if not torch.cuda.is_available():
+      raise Unsupported("this torch build has no CUDA; a CPU row on a GPU machine "
+                        "would compare unlike with unlike")
+    device = torch.device("cuda")
+  else:
+    device = torch.device("cpu")
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+  module_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU,
+                 "rnn": torch.nn.RNN}[shape.cell]
+  torch.manual_seed(0)
+  model = module_type(shape.inputs, shape.hidden).to(device)  # time-major by default
+  xs, targets = (torch.tensor(np.asarray(a), device=device) for a in _data(shape))
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+  def train():
+    model.zero_grad(set_to_none=True)
+    ys, _ = model(xs)
+    torch.nn.functional.mse_loss(ys, targets).backward()
+    sync()
+
+  def forward():
+    with torch.no_grad():
+      ys, _ = model(xs)
+      loss = torch.nn.functional.mse_loss(ys, targets)
+    sync()
+    return loss
+
+  return Step(run=train if mode == "train" else forward,
+              label=f"torch.nn.{module_type.__name__} ({device.type})")
+
+
+PEERS: dict[str, Builder] = {
+    "jaxrnn": jaxrnn_peer(),
+    "jaxrnn_autodiff": jaxrnn_peer(backward="autodiff"),
+    "jaxrnn_bf16": jaxrnn_peer(dtype=jnp.bfloat16),
+    "flax": flax_peer,
+    "equinox": equinox_peer,
+    "haiku": haiku_peer,
+    "cudnn": cudnn_peer,
+    "torch": torch_peer,
+}
+REFERENCE = "jaxrnn"  # Every row's time is also given relative to this peer's.
+
+
+def bf16_gradient_error(shape: Shape) -> float:
+  """Relative error of the bfloat16-matmul jaxrnn gradient against float32.
+
+  `dtype=jnp.bfloat16` sets the compute dtype of the matmuls only (parameters
+  and state stay float32), so both runs share the same parameters and inputs.
+
+  Returns:
+    ||g_bf16 - g_f32|| / ||g_f32||, over all parameters at once.
+  """
+  factory = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.rnn}[shape.cell]
+  model32 = factory(shape.hidden)
+  params = model32.init(jax.random.key(0), shape.inputs)
+  xs, targets = _data(shape)
+
+  def grad(model):
+    loss = lambda params: _mse(jaxrnn.unroll(model, params, xs)[1], targets)
+    return jax.jit(jax.grad(loss))(params)
+
+  g16 = grad(factory(shape.hidden, dtype=jnp.bfloat16))
+  g32 = grad(model32)
+  norm = lambda tree: jnp.sqrt(sum(
+      jnp.sum(jnp.square(a.astype(jnp.float32))) for a in jax.tree.leaves(tree)))
+  return float(norm(jax.tree.map(jnp.subtract, g16, g32)) / norm(g32))
+
+
+def matmul_step(size: int) -> Step:
+  """The machine's float32 peak: a jitted `[n, n] @ [n, n]` (2 n^3 FLOPs)."""
+  ka, kb = jax.random.split(jax.random.key(2))
+  a = jax.random.normal(ka, (size, size), jnp.float32)
+  b = jax.random.normal(kb, (size, size), jnp.float32)
+  return jax_step(lambda a, b, _: a @ b, a, b, None, "forward", f"{size}^3 matmul")

@@ -1,0 +1,104 @@
+"""Smoke test of experiments/benchmark.py on a tiny shape (timings never asserted)."""
+
+import json
+import os
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+
+from experiments import benchmark
+from experiments import benchmark_peers as peers
+from experiments import benchmark_report as report
+
+TINY = peers.Shape("lstm", batch=2, time=3, inputs=3, hidden=4)
+ROW_KEYS = {"peer", "label", "mode", "shape", "median_ms", "times_ms", "gflops",
+            "pct_peak", "peak_gflops", "ratio_to_jaxrnn", "compile_s", "flops"}
+
+
+class ShapesAndFlopsTest(absltest.TestCase):
+
+  def test_parse_shapes_round_trips(self):
+    text = "lstm:32:100:64:256,gru:1:2:3:4,rnn:5:6:7:8"
+    self.assertEqual(",".join(map(str, peers.parse_shapes(text))), text)
+
+  def test_parse_shapes_rejects_bad_items(self):
+    for bad in ("lstm:1:2:3", "conv:1:2:3:4", "lstm:a:2:3:4"):
+      with self.assertRaises(ValueError):
+        peers.parse_shapes(bad)
+
+  def test_flops(self):
+    lstm, gru, rnn = (TINY._replace(cell=c) for c in ("lstm", "gru", "rnn"))
+    self.assertEqual(peers.flops(lstm, "forward"), 2 * 3 * 2 * (3 + 4) * 16)
+    self.assertEqual(peers.flops(lstm, "train"), 3 * peers.flops(lstm, "forward"))
+    self.assertEqual(peers.flops(lstm, "forward"), 4 * peers.flops(rnn, "forward"))
+    self.assertEqual(3 * peers.flops(lstm, "forward"), 4 * peers.flops(gru, "forward"))
+
+
+class BenchmarkRunTest(absltest.TestCase):
+
+  def test_run_writes_table_json_and_plot(self):
+    out_dir = self.create_tempdir().full_path
+    config = benchmark.Config(
+        shapes=[TINY], modes=benchmark.MODES, peers=list(peers.PEERS),
+        out_dir=out_dir, repeats=1, warmup=1, peak_size=64,
+        memory_shape=TINY._replace(time=8), remat_chunks=[2], memory_repeats=1)
+    results = benchmark.run(config)
+
+    for name in (report.JSON_NAME, report.TABLE_NAME, report.PLOT_NAME):
+      self.assertGreater(os.path.getsize(os.path.join(out_dir, name)), 0, name)
+    with open(os.path.join(out_dir, report.JSON_NAME)) as f:
+      saved = json.load(f)
+    self.assertContainsSubset(
+        {"config", "environment", "peak_matmul_size", "rows", "compile_scaling",
+         "bf16_gradient_error", "memory", "skipped"}, saved)
+    self.assertNotEmpty(saved["rows"])
+    for row in saved["rows"]:
+      self.assertContainsSubset(ROW_KEYS, row)
+      self.assertLen(row["times_ms"], 1)
+    # Every (peer, mode) gives a row or says why it was skipped.
+    ran = {(r["peer"], r["mode"]) for r in saved["rows"]}
+    noted = {(s["peer"], s["mode"]) for s in saved["skipped"]}
+    for name in peers.PEERS:
+      for mode in peers.MODES:
+        self.assertIn((name, mode), ran | noted)
+    # jaxrnn and the peers installed with the test extra must run, not be skipped.
+    for name in ("jaxrnn", "jaxrnn_autodiff", "jaxrnn_bf16", "flax", "haiku", "torch"):
+      self.assertIn((name, "train"), ran)
+    for row in saved["rows"]:
+      if row["peer"] == "jaxrnn":
+        self.assertEqual(row["ratio_to_jaxrnn"], 1.0)
+    self.assertEqual({r["peer"] for r in saved["compile_scaling"]},
+                     {"jaxrnn", "jaxrnn_autodiff"})
+    self.assertLess(saved["bf16_gradient_error"][0]["relative_error"], 0.1)
+    memory = {r["peer"]: r for r in saved["memory"]}
+    self.assertContainsSubset({"jaxrnn", "jaxrnn_autodiff", "jaxrnn_remat2"}, memory)
+    for row in memory.values():
+      self.assertGreater(row["total_bytes"], 0)
+    self.assertIn("jaxrnn", report.format_table(results))
+
+  def test_main_reads_flags(self):
+    out_dir = self.create_tempdir().full_path
+    with flagsaver.flagsaver(shapes="gru:2:3:3:4", peers=["jaxrnn", "torch"],
+                             mode=["forward"], repeats=1, warmup=1, peak_size=64,
+                             compile_scaling=False, out_dir=out_dir):
+      benchmark.main(["benchmark"])
+    with open(os.path.join(out_dir, report.JSON_NAME)) as f:
+      rows = json.load(f)["rows"]
+    self.assertEqual({(r["peer"], r["mode"]) for r in rows},
+                     {("jaxrnn", "forward"), ("torch", "forward")})
+
+  def test_unknown_peer_is_an_error(self):
+    config = benchmark.Config(shapes=[TINY], modes=["train"], peers=["nope"],
+                              out_dir=self.create_tempdir().full_path)
+    with self.assertRaisesRegex(ValueError, "Unknown peers"):
+      benchmark.run(config)
+
+
+def setUpModule():
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -4,6 +4,11 @@
     python -m experiments.train --task=adding --cell=gru --seq_len=100 --steps=4000
 
 Re-running with the same --workdir resumes from its latest checkpoint.
+
+Training is data-parallel over all devices (or --num_devices). Several
+processes, one per host or GPU, join with --coordinator_address,
+--num_processes and --process_id (detected on TPU, Slurm and Open MPI when
+left out); see BUILD.md.
 """
 
 import logging as std_logging
@@ -13,7 +18,9 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 
+import jaxrnn
 from experiments import checkpoints
 from experiments import tasks
 from experiments import trainer
@@ -69,6 +76,15 @@ EVAL_SIZE = flags.DEFINE_integer("eval_size", _DEFAULTS.eval_size,
                                  "Held-out sequences of adding and copy.", lower_bound=1)
 SAMPLE_LENGTH = flags.DEFINE_integer("sample_length", _DEFAULTS.sample_length,
                                      "Characters sampled after charlm training.", lower_bound=1)
+NUM_DEVICES = flags.DEFINE_integer(
+    "num_devices", None, "Devices to train on, in total over all processes (default: all); "
+    "--batch_size must be a multiple of it.", lower_bound=1)
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 in a multi-process run.")
+NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in a multi-process run.", lower_bound=1)
+PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Rank of this process in a multi-process run, from 0.", lower_bound=0)
 
 
 @flags.multi_flags_validator(["task", "seq_len"], message="")
@@ -98,17 +114,26 @@ def config_from_flags() -> trainer.Config:
       warmup_steps=WARMUP_STEPS.value, seed=SEED.value, workdir=WORKDIR.value,
       checkpoint_every=CHECKPOINT_EVERY.value, eval_every=EVAL_EVERY.value,
       log_every=LOG_EVERY.value, data_path=DATA_PATH.value, eval_size=EVAL_SIZE.value,
-      sample_length=SAMPLE_LENGTH.value)
+      sample_length=SAMPLE_LENGTH.value, num_devices=NUM_DEVICES.value)
 
 
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   _show_only_own_info_logs()
+  distributed = (COORDINATOR_ADDRESS.value, NUM_PROCESSES.value, PROCESS_ID.value)
+  if any(value is not None for value in distributed):
+    try:
+      jaxrnn.initialize_distributed(*distributed)
+    except ValueError as e:
+      _fail(f"cannot join a multi-process run ({e}); pass --coordinator_address, "
+            "--num_processes and --process_id, or launch under Slurm, Open MPI or on TPU.")
   try:
     summary = trainer.train(config_from_flags())
   except (trainer.ConfigError, checkpoints.CheckpointError) as e:
     _fail(str(e))
+  if jax.process_index() != 0:
+    return
   print(f"{summary['task']} {summary['cell']}: test loss {summary['test_loss']:.4f} vs "
         f"{summary['baseline']} baseline {summary['baseline_loss']:.4f} "
         f"(ratio {summary['loss_over_baseline']:.3f})"

@@ -9,6 +9,12 @@ checkpoint in `config.workdir` if there is one, trains, and writes:
   loss_curve.png  training and held-out loss against the baseline
   summary.json    the final held-out figures
 
+Training is data-parallel over `config.num_devices` devices (default: all,
+across every process of a `jax.distributed` run): each global batch is split
+along its batch axis and the state is replicated, so the results do not depend
+on the device count. Only process 0 writes the files above; Orbax checkpoints
+are written by all processes together.
+
 The batch of step `s` is drawn from `fold_in(data_key, s)` and everything else
 that changes lives in the checkpointed `TrainState`, so a run killed at any
 moment and restarted ends bitwise identical to an uninterrupted one.
@@ -32,7 +38,7 @@ from experiments import tasks
 
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("steps", "workdir", "checkpoint_every", "eval_every", "log_every",
-                     "progress", "sample_length")
+                     "progress", "sample_length", "num_devices")
 
 
 class ConfigError(ValueError):
@@ -67,6 +73,7 @@ class Config:
   eval_size: int = 1000
   sample_length: int = 400
   progress: bool = True  # a tqdm bar when stdout is a terminal
+  num_devices: Optional[int] = None  # None: every device of every process
 
 
 class Experiment(NamedTuple):
@@ -76,14 +83,17 @@ class Experiment(NamedTuple):
     task: the `tasks.Task`.
     model: the `model.SequenceModel`.
     optimizer: the `optax.GradientTransformation` from `jaxrnn.make_optimizer`.
-    train_step: jitted ``(TrainState, Batch) -> (TrainState, metrics)``.
-    eval_step: jitted ``(params, Batch) -> metrics``.
+    train_step: ``(TrainState, Batch) -> (TrainState, metrics)``, data-parallel
+      over `mesh`; the state must be replicated on it (`jaxrnn.replicate`).
+    eval_step: ``(params, Batch) -> metrics``, likewise.
+    mesh: the devices the steps run on.
   """
   task: tasks.Task
   model: model_lib.SequenceModel
   optimizer: Any
   train_step: Callable
   eval_step: Callable
+  mesh: Any
 
 
 def build(config: Config) -> Experiment:
@@ -104,6 +114,14 @@ def build(config: Config) -> Experiment:
         adaptive_clip=config.adaptive_clip or None)
   except ValueError as e:
     raise ConfigError(str(e)) from e
+  try:
+    mesh = jaxrnn.make_mesh(config.num_devices)
+  except ValueError as e:
+    raise ConfigError(f"--num_devices: {e}") from e
+  if config.batch_size % mesh.size:
+    raise ConfigError(
+        f"--batch_size={config.batch_size} does not split evenly over {mesh.size} devices; "
+        f"use a multiple of {mesh.size}, or set --num_devices.")
   model = model_lib.sequence_model(
       config.cell, config.hidden_size, config.num_layers, task.input_size,
       task.output_size, tokens=task.tokens, embed_size=config.embed_size)
@@ -111,8 +129,33 @@ def build(config: Config) -> Experiment:
   def loss_fn(params, batch, rng):
     return task.loss(model.apply(params, batch.inputs, rng), batch)
 
-  return Experiment(task, model, optimizer, jaxrnn.make_train_step(loss_fn, optimizer),
-                    jaxrnn.make_eval_step(loss_fn))
+  axes = batch_axes(task)
+  return Experiment(
+      task, model, optimizer,
+      _on_mesh(jaxrnn.make_train_step(loss_fn, optimizer, jit=False), mesh, axes),
+      _on_mesh(jaxrnn.make_eval_step(loss_fn, jit=False), mesh, axes), mesh)
+
+
+def batch_axes(task: tasks.Task) -> tasks.Batch:
+  """The batch axis of each field of the task's `Batch` (see its docstring)."""
+  return tasks.Batch(inputs=1, targets=0 if task.name == "adding" else 1)
+
+
+def _on_mesh(step: Callable, mesh, axes: tasks.Batch) -> Callable:
+  """`step(state, batch)` run data-parallel over `mesh`, given the global batch.
+
+  A batch whose rows do not split evenly over the devices (a short held-out
+  batch) is replicated instead, and every device computes it whole.
+  """
+  sharded = jaxrnn.data_parallel(step, mesh, batch_axis=axes)
+  replicated = jaxrnn.data_parallel(step, mesh, batch_axis=None)
+
+  def run(state, batch: tasks.Batch):
+    if batch.inputs.shape[1] % mesh.size == 0:
+      return sharded(state, jaxrnn.shard_batch(mesh, batch, axes))
+    return replicated(state, jaxrnn.replicate(mesh, batch))
+
+  return run
 
 
 def evaluate(eval_step, params, batches) -> dict:
@@ -144,13 +187,16 @@ def train(config: Config) -> dict:
     checkpoints.CheckpointError: the workdir holds an incompatible or damaged run.
   """
   start_time = time.time()
-  task, model, optimizer, train_step, eval_step = build(config)
+  task, model, optimizer, train_step, eval_step, mesh = build(config)
+  is_writer = jax.process_index() == 0
   os.makedirs(config.workdir, exist_ok=True)
-  checkpoints.check_config(os.path.join(config.workdir, "config.json"), fingerprint(config))
+  if is_writer:
+    checkpoints.check_config(os.path.join(config.workdir, "config.json"), fingerprint(config))
 
   root = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
-  state = jaxrnn.init_train_state(model.init(init_key), optimizer, step_key)
+  state = jaxrnn.replicate(
+      mesh, jaxrnn.init_train_state(model.init(init_key), optimizer, step_key))
   manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"))
   try:
     restored = checkpoints.restore_latest(manager, state)
@@ -163,9 +209,10 @@ def train(config: Config) -> dict:
       state = restored
       logging.info("Resuming from the checkpoint at step %d.", start)
     metrics_path = os.path.join(config.workdir, "metrics.jsonl")
-    checkpoints.truncate_jsonl(metrics_path, start)
+    if is_writer:
+      checkpoints.truncate_jsonl(metrics_path, start)
     state = _train_loop(config, task, train_step, eval_step, manager, state, data_key,
-                        metrics_path)
+                        metrics_path if is_writer else os.devnull)
     manager.wait_until_finished()
   finally:
     manager.close()
@@ -183,17 +230,20 @@ def train(config: Config) -> dict:
       "test_accuracy": final.get("accuracy"),
       "skipped_steps": int(jaxrnn.skipped_steps(state.opt_state)),
       "num_params": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
-      "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+      "devices": mesh.size, "platform": jax.devices()[0].platform,
       "resumed_from_step": start, "wall_seconds": time.time() - start_time,
   }
   if task.name == "charlm":
     summary["vocab_size"] = len(task.vocab)
+    # A local copy: sampling needs no other process.
+    local_params = jax.device_put(jax.device_get(state.params), jax.local_devices()[0])
     summary["sample"] = model_lib.sample_text(
-        model, state.params, task.vocab, prompt=_prompt(task.vocab),
+        model, local_params, task.vocab, prompt=_prompt(task.vocab),
         length=config.sample_length, key=sample_key)
-  with open(os.path.join(config.workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  plot_metrics(metrics_path, os.path.join(config.workdir, "loss_curve.png"), task)
+  if is_writer:
+    with open(os.path.join(config.workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    plot_metrics(metrics_path, os.path.join(config.workdir, "loss_curve.png"), task)
   return summary
 
 

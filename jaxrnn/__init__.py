@@ -48,5 +48,15 @@ from jaxrnn._src.training import record_update_norm
 from jaxrnn._src.training import skipped_steps
 
 # --- parallel ---
+from jaxrnn._src.parallel import DATA_AXIS
+from jaxrnn._src.parallel import batch_sharding
+from jaxrnn._src.parallel import data_parallel
+from jaxrnn._src.parallel import initialize_distributed
+from jaxrnn._src.parallel import make_mesh
+from jaxrnn._src.parallel import process_batch_slice
+from jaxrnn._src.parallel import replicate
+from jaxrnn._src.parallel import replicated_sharding
+from jaxrnn._src.parallel import shard_batch
+from jaxrnn._src.parallel import shard_local_batch
 
 __version__ = "0.1.0"

@@ -84,6 +84,10 @@ def time_interleaved(steps: dict[Any, peers.Step], repeats: int,
                      warmup: int) -> dict[Any, dict[str, Any]]:
   """Runs every step `warmup` times, then `repeats` times round-robin.
 
+  Each round starts one peer later than the previous one, so that every peer
+  runs equally often in each position (right after the peak matmul, after a
+  torch run, ...) and no peer inherits another's cache or thread state.
+
   Returns:
     For each key: `times_ms` (the timed runs) and `first_call_ms`.
   """
@@ -94,8 +98,9 @@ def time_interleaved(steps: dict[Any, peers.Step], repeats: int,
       step.run()
       if i == 0:
         timings[key]["first_call_ms"] = 1e3 * (time.perf_counter() - start)
-  for _ in range(repeats):
-    for key, step in steps.items():
+  order = list(steps.items())
+  for r in range(repeats):
+    for key, step in order[r % len(order):] + order[:r % len(order)]:
       start = time.perf_counter()
       step.run()
       timings[key]["times_ms"].append(1e3 * (time.perf_counter() - start))

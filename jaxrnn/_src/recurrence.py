@@ -24,7 +24,8 @@ class Kernel(NamedTuple):
 
   Attributes:
     project: ``project(params, xs) -> gx``: the input-only part of the
-      pre-activations, for any number of leading axes.
+      pre-activations, for any number of leading axes (a pytree; the cells
+      return one block per gate).
     recur: ``recur(params, state, gx_t) -> (state, y, res)``: one step given
       the projected input; ``res`` are the activations the backward reuses.
     recur_bwd: ``recur_bwd(params, state, res, d_new_state, d_y) ->

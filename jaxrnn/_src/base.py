@@ -131,6 +131,18 @@ def matmul(a, w, dtype):
                     preferred_element_type=jnp.result_type(a, w))
 
 
+def transposed(w):
+  """``w.T`` as its own row-major buffer, for a matmul inside a loop.
+
+  Left alone, XLA folds a transpose into the dot that reads it, and a dot
+  whose right operand is contracted along its last axis ran about 1.4x slower
+  inside `lax.scan` on XLA:CPU (LSTM H=128, B=16) than one against a
+  materialised transpose. The barrier keeps the transpose a real copy, made
+  once outside the loop.
+  """
+  return jax.lax.optimization_barrier(w.T)
+
+
 def tree_add(a, b):
   return jax.tree.map(jnp.add, a, b)
 

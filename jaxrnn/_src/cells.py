@@ -143,6 +143,10 @@ def _project(params, xs, dtype, fold_b_h):
   return tuple(blocks)
 
 
+def _transposed_w_h(params):
+  return base.transposed(params.w_h)
+
+
 def _bias_grads(params, d_x, d_h):
   if params.b_x is None:
     return None, None
@@ -217,10 +221,10 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
     h_new = jax.nn.relu(a) if relu else jnp.tanh(a)
     return h_new, h_new, h_new
 
-  def recur_bwd(params, h, h_new, d_h_new, d_y):
+  def recur_bwd(params, w_h_t, h, h_new, d_h_new, d_y):
     g = d_h_new + d_y
     delta = g * (h_new > 0) if relu else g * (1 - h_new * h_new)
-    return base.matmul(delta, params.w_h.T, dtype), delta
+    return base.matmul(delta, w_h_t, dtype), delta
 
   def param_grads(params, xs, hs, res, delta):
     d_b = _sum_rows(delta)
@@ -228,7 +232,8 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
                          *_bias_grads(params, d_b, d_b))
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
-  kernel = recurrence.Kernel(project, recur, recur_bwd, param_grads, lambda h: h)
+  kernel = recurrence.Kernel(project, recur, recur_bwd, param_grads, lambda h: h,
+                             _transposed_w_h)
   config = base.CellConfig("rnn", hidden_size, bias, activation=activation, dtype=dtype)
   return recurrence.cell_model(
       kernel, init, lambda p, b: _initial_state_zeros(hidden_size, p, b), _input_size, config)
@@ -331,7 +336,7 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
     h = o * tc
     return LSTMState(h, c), h, (t, tc)
 
-  def recur_bwd(params, state, res, d_state, d_y):
+  def recur_bwd(params, w_h_t, state, res, d_state, d_y):
     t, tc = res
     s = _gate_scale(H, (1, 1, 0, 1), t.dtype)
     act = s * t + (1 - s)
@@ -340,7 +345,7 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
     d_c = d_state.cell + d_h * o * (1 - tc * tc)
     d_act = jnp.concatenate([d_c * g, d_c * state.cell, d_c * i, d_h * tc], axis=-1)
     delta = d_act * (s * s) * (1 - t * t)
-    d_prev = LSTMState(base.matmul(delta, params.w_h.T, dtype), d_c * f)
+    d_prev = LSTMState(base.matmul(delta, w_h_t, dtype), d_c * f)
     return d_prev, delta
 
   def param_grads(params, xs, states, res, delta):
@@ -349,7 +354,8 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
                           *_bias_grads(params, d_b, d_b))
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
-  kernel = recurrence.Kernel(project, recur, recur_bwd, param_grads, lambda s: s.hidden)
+  kernel = recurrence.Kernel(project, recur, recur_bwd, param_grads, lambda s: s.hidden,
+                             _transposed_w_h)
   config = base.CellConfig("lstm", H, bias, forget_bias=forget_bias, dtype=dtype)
   return recurrence.cell_model(kernel, init, initial_state, _input_size, config)
 
@@ -439,14 +445,14 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     h_new = n + z * (h - n)
     return h_new, h_new, (rz, n, ghn)
 
-  def recur_bwd_after(params, h, res, d_h_new, d_y):
+  def recur_bwd_after(params, w_h_t, h, res, d_h_new, d_y):
     rz, n, ghn = res
     r, z = rz[..., :H], rz[..., H:]
     g = d_h_new + d_y
     d_an = g * (1 - z) * (1 - n * n)
     d_rz = jnp.concatenate([d_an * ghn, g * (h - n)], axis=-1) * rz * (1 - rz)
     d_gh = jnp.concatenate([d_rz, d_an * r], axis=-1)
-    d_h = g * z + base.matmul(d_gh, params.w_h.T, dtype)
+    d_h = g * z + base.matmul(d_gh, w_h_t, dtype)
     return d_h, (jnp.concatenate([d_rz, d_an], axis=-1), d_gh)
 
   def param_grads_after(params, xs, hs, res, d_pre):
@@ -468,15 +474,18 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     h_new = n + z * (h - n)
     return h_new, h_new, (rz, n)
 
-  def recur_bwd_before(params, h, res, d_h_new, d_y):
+  def transposed_before(params):
+    return base.transposed(params.w_h[:, :2 * H]), base.transposed(params.w_h[:, 2 * H:])
+
+  def recur_bwd_before(params, w_h_t, h, res, d_h_new, d_y):
     rz, n = res
     r, z = rz[..., :H], rz[..., H:]
-    w_rz, w_n = params.w_h[:, :2 * H], params.w_h[:, 2 * H:]
+    w_rz_t, w_n_t = w_h_t
     g = d_h_new + d_y
     d_an = g * (1 - z) * (1 - n * n)
-    d_rh = base.matmul(d_an, w_n.T, dtype)
+    d_rh = base.matmul(d_an, w_n_t, dtype)
     d_rz = jnp.concatenate([d_rh * h, g * (h - n)], axis=-1) * rz * (1 - rz)
-    d_h = g * z + d_rh * r + base.matmul(d_rz, w_rz.T, dtype)
+    d_h = g * z + d_rh * r + base.matmul(d_rz, w_rz_t, dtype)
     return d_h, jnp.concatenate([d_rz, d_an], axis=-1)
 
   def param_grads_before(params, xs, hs, res, d_pre):
@@ -490,10 +499,10 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
 
   if reset_after:
     kernel = recurrence.Kernel(project, recur_after, recur_bwd_after, param_grads_after,
-                               lambda h: h)
+                               lambda h: h, _transposed_w_h)
   else:
     kernel = recurrence.Kernel(project, recur_before, recur_bwd_before, param_grads_before,
-                               lambda h: h)
+                               lambda h: h, transposed_before)
   config = base.CellConfig("gru", H, bias, reset_after=reset_after, dtype=dtype)
   return recurrence.cell_model(
       kernel, init, lambda p, b: _initial_state_zeros(H, p, b), _input_size, config)

@@ -28,19 +28,24 @@ class Kernel(NamedTuple):
       return one block per gate).
     recur: ``recur(params, state, gx_t) -> (state, y, res)``: one step given
       the projected input; ``res`` are the activations the backward reuses.
-    recur_bwd: ``recur_bwd(params, state, res, d_new_state, d_y) ->
+    recur_bwd: ``recur_bwd(params, w_t, state, res, d_new_state, d_y) ->
       (d_state, d_pre)``: one reverse step; ``d_pre`` holds the gradients of
-      the pre-activations that ``param_grads`` needs.
+      the pre-activations that ``param_grads`` needs, and ``w_t`` is what
+      ``transposed_weights`` returned.
     param_grads: ``param_grads(params, xs, states, res, d_pre) -> (d_params,
       d_xs)`` over whole time-major sequences (``states`` are the states each
       step read).
     hidden: ``hidden(state) -> h``, the part of the state the output is.
+    transposed_weights: ``transposed_weights(params) -> w_t``: the recurrent
+      weights that ``recur_bwd`` multiplies by, transposed once before the
+      reverse scan (`base.transposed`) rather than at every step.
   """
   project: Callable[..., Any]
   recur: Callable[..., Any]
   recur_bwd: Callable[..., Any]
   param_grads: Callable[..., Any]
   hidden: Callable[..., Any]
+  transposed_weights: Callable[..., Any]
 
 
 class _Static(NamedTuple):
@@ -92,6 +97,8 @@ def _scan_backward(kernel, static, params, xs, mask, resets, states, res, d_ys,
   gradient for the reset state ``h0``, the parameter and input gradients, and
   the per-step norms of ``dL/dh_t``.
   """
+  w_t = kernel.transposed_weights(params)
+
   def body(carry, inp):
     d_h, d_h0 = carry
     d_y, m_t, r_t, state_t, res_t = inp
@@ -103,7 +110,7 @@ def _scan_backward(kernel, static, params, xs, mask, resets, states, res, d_ys,
       d_new = d_h
     d_hidden = kernel.hidden(d_new) + d_y
     norm = jnp.sqrt(jnp.sum(d_hidden * d_hidden, axis=-1))
-    d_in, d_pre = kernel.recur_bwd(params, state_t, res_t, d_new, d_y)
+    d_in, d_pre = kernel.recur_bwd(params, w_t, state_t, res_t, d_new, d_y)
     if r_t is not None:
       zeros = base.tree_zeros_like(d_in)
       d_h0 = base.tree_add(d_h0, base.batch_where(r_t, d_in, zeros))

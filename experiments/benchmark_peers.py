@@ -236,6 +236,53 @@ def cudnn_peer(shape: Shape, mode: str) -> Step:
   return jax_step(loss, weights, xs, targets, mode, "jax.experimental.rnn.lstm (cuDNN)")
 
 
+def scan_floor_peer(shape: Shape, mode: str) -> Step:
+  """Not a model: the matmuls alone of any `lax.scan` RNN, a bound on this backend.
+
+  It does what every peer above must do at the least: the input projection as
+  one matmul, then one `[B, H] @ [H, G*H]` dot and one small elementwise op
+  per step inside `lax.scan`; for a train step also one `[B, G*H] @ [G*H, H]`
+  dot per step in a reverse scan and the weight gradient as one matmul. There
+  are no gates, so its result means nothing; its time is the cost of the
+  loop and the dots on this backend, which no scan-based peer can go below.
+  Its FLOPs are those of the shape's cell, so its "% of peak" is the ceiling
+  of what such a loop reaches here.
+  """
+  gates = GATES[shape.cell]
+  hidden = shape.hidden
+  ki, kh = jax.random.split(jax.random.key(0))
+  scale = 1.0 / np.sqrt(hidden)
+  params = (scale * jax.random.normal(ki, (shape.inputs, gates * hidden)),
+            scale * jax.random.normal(kh, (hidden, gates * hidden)))
+  xs, targets = _data(shape)
+
+  def forward(w_x, w_h, xs):
+    def step(h, g):
+      h = jnp.tanh(g[:, :hidden] + (h @ w_h)[:, :hidden])
+      return h, h
+    return jax.lax.scan(step, jnp.zeros((shape.batch, hidden), xs.dtype), xs @ w_x)[1]
+
+  def loss(params, xs, targets):
+    return _mse(forward(*params, xs), targets)
+
+  def grad(params, xs, targets):
+    w_x, w_h = params
+    hs = forward(w_x, w_h, xs)
+    w_h_t = jax.lax.optimization_barrier(w_h.T)
+
+    def step(d, d_y):
+      d_a = jnp.tile(d + d_y, (1, gates))
+      return d_a @ w_h_t, d_a
+
+    _, d_a = jax.lax.scan(step, jnp.zeros_like(hs[0]), 2.0 * (hs - targets), reverse=True)
+    inputs = jnp.concatenate([xs, hs], axis=-1).reshape(-1, shape.inputs + hidden)
+    return inputs.T @ d_a.reshape(-1, gates * hidden)
+
+  # `grad` is its own hand-written backward, so neither function is differentiated.
+  return jax_step(grad if mode == "train" else loss, params, xs, targets, "forward",
+                  "lax.scan of the matmuls alone (a bound, not a model)")
+
+
 def torch_peer(shape: Shape, mode: str) -> Step:
   """PyTorch `nn.LSTM`, `nn.GRU`, `nn.RNN` (eager; CUDA when JAX runs on a GPU)."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -278,6 +325,7 @@ PEERS: dict[str, Builder] = {
     "flax": flax_peer,
     "equinox": equinox_peer,
     "haiku": haiku_peer,
+    "scan_floor": scan_floor_peer,
     "cudnn": cudnn_peer,
     "torch": torch_peer,
 }

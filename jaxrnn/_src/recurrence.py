@@ -27,10 +27,12 @@ class Kernel(NamedTuple):
       pre-activations, for any number of leading axes (a pytree; the cells
       return one block per gate).
     recur: ``recur(params, state, gx_t) -> (state, y, res)``: one step given
-      the projected input; ``res`` are the activations the backward reuses.
-    recur_bwd: ``recur_bwd(params, w_t, state, res, d_new_state, d_y) ->
-      (d_state, d_pre)``: one reverse step; ``d_pre`` holds the gradients of
-      the pre-activations that ``param_grads`` needs, and ``w_t`` is what
+      the projected input, with ``y == hidden(state)``; ``res`` are the
+      activations the backward reuses beyond the states themselves.
+    recur_bwd: ``recur_bwd(params, w_t, state, new_state, res, d_new_state,
+      d_y) -> (d_state, d_pre)``: one reverse step, given the state the step
+      read and the one it made; ``d_pre`` holds the gradients of the
+      pre-activations that ``param_grads`` needs, and ``w_t`` is what
       ``transposed_weights`` returned.
     param_grads: ``param_grads(params, xs, states, res, d_pre) -> (d_params,
       d_xs)`` over whole time-major sequences (``states`` are the states each
@@ -72,8 +74,11 @@ def _scan_forward(kernel, static, params, xs, h0, h_start, mask, resets, residua
   """Runs ``kernel`` over time-major ``xs`` from ``h_start``.
 
   ``h0`` is the state swapped in where ``resets`` is set. Returns
-  ``(h_end, ys)``, plus the states read and the activations when
-  ``residuals``.
+  ``(h_end, ys)``, or with ``residuals`` ``(h_end, (ys, states, res))``:
+  the state after every step and the activations. The loop stores only
+  those; the outputs are the states' hidden part, read off after the loop
+  (`states_read` gives the states each step read), which saves a copy per
+  step and output inside the loop.
   """
   gx = kernel.project(params, xs)
 
@@ -84,24 +89,43 @@ def _scan_forward(kernel, static, params, xs, h0, h_start, mask, resets, residua
     if m_t is not None:
       h_new = base.batch_where(m_t, h_new, h)
       y = jnp.where(m_t[:, None], y, jnp.zeros((), y.dtype))
-    return h_new, ((y, h_in, res) if residuals else y)
+    return h_new, ((h_new, res) if residuals else y)
 
-  return lax.scan(body, h_start, (gx, mask, resets), unroll=static.scan_unroll)
+  h_end, out = lax.scan(body, h_start, (gx, mask, resets), unroll=static.scan_unroll)
+  if not residuals:
+    return h_end, out
+  states, res = out
+  ys = kernel.hidden(states)
+  if mask is not None:
+    ys = jnp.where(mask[..., None], ys, jnp.zeros((), ys.dtype))
+  return h_end, (ys, states, res)
 
 
-def _scan_backward(kernel, static, params, xs, mask, resets, states, res, d_ys,
-                   d_h, d_h0):
+def states_read(states, h_start, h0, resets):
+  """The state each step read, from the states ``[T, ...]`` the steps made."""
+  read = jax.tree.map(lambda s, a: jnp.concatenate([a[None], s[:-1]]), states, h_start)
+  if resets is None:
+    return read
+  return jax.tree.map(
+      lambda r, a: jnp.where(resets.reshape(resets.shape + (1,) * (r.ndim - 2)), a[None], r),
+      read, h0)
+
+
+def _scan_backward(kernel, static, params, xs, mask, resets, h_start, h0, states, res,
+                   d_ys, d_h, d_h0):
   """The reverse-time scan of BPTT over one stretch of steps.
 
-  Returns the gradient for the state before the stretch, the accumulated
+  ``states`` are the states the steps made, from ``h_start``. Returns the
+  gradient for the state before the stretch, the accumulated
   gradient for the reset state ``h0``, the parameter and input gradients, and
   the per-step norms of ``dL/dh_t``.
   """
   w_t = kernel.transposed_weights(params)
+  read = states_read(states, h_start, h0, resets)
 
   def body(carry, inp):
     d_h, d_h0 = carry
-    d_y, m_t, r_t, state_t, res_t = inp
+    d_y, m_t, r_t, state_t, new_t, res_t = inp
     if m_t is not None:
       zeros = base.tree_zeros_like(d_h)
       d_new, d_pass = base.batch_where(m_t, d_h, zeros), base.batch_where(m_t, zeros, d_h)
@@ -110,7 +134,7 @@ def _scan_backward(kernel, static, params, xs, mask, resets, states, res, d_ys,
       d_new = d_h
     d_hidden = kernel.hidden(d_new) + d_y
     norm = jnp.sqrt(jnp.sum(d_hidden * d_hidden, axis=-1))
-    d_in, d_pre = kernel.recur_bwd(params, w_t, state_t, res_t, d_new, d_y)
+    d_in, d_pre = kernel.recur_bwd(params, w_t, state_t, new_t, res_t, d_new, d_y)
     if r_t is not None:
       zeros = base.tree_zeros_like(d_in)
       d_h0 = base.tree_add(d_h0, base.batch_where(r_t, d_in, zeros))
@@ -121,9 +145,9 @@ def _scan_backward(kernel, static, params, xs, mask, resets, states, res, d_ys,
     return (d_in, d_h0), (d_pre, norm)
 
   (d_h, d_h0), (d_pre, norms) = lax.scan(
-      body, (d_h, d_h0), (d_ys, mask, resets, states, res), reverse=True,
+      body, (d_h, d_h0), (d_ys, mask, resets, read, states, res), reverse=True,
       unroll=static.scan_unroll)
-  d_params, d_xs = kernel.param_grads(params, xs, states, res, d_pre)
+  d_params, d_xs = kernel.param_grads(params, xs, read, res, d_pre)
   return d_h, d_h0, d_params, d_xs, norms
 
 
@@ -164,7 +188,7 @@ def primal(kernel, static, params, xs, h0, mask, resets):
 def forward_with_residuals(kernel, static, params, xs, h0, mask, resets):
   """The forward of BPTT: outputs, plus what the backward needs.
 
-  Without ``remat_chunk`` the residuals are the states read at every step and
+  Without ``remat_chunk`` the residuals are the state after every step and
   the activations. With it, only the state at the start of each chunk is kept
   and the backward recomputes the rest one chunk at a time.
   """
@@ -191,7 +215,7 @@ def backward(kernel, static, residuals, d_hT, d_ys):
   k = static.remat_chunk
   if k is None:
     d_h, d_h0, d_params, d_xs, norms = _scan_backward(
-        kernel, static, params, xs, mask, resets, states, res, d_ys, d_hT, zero_h0)
+        kernel, static, params, xs, mask, resets, h0, h0, states, res, d_ys, d_hT, zero_h0)
   else:
     T = xs.shape[0]
     xs_p, mask_p, resets_p = _pad_time(xs, mask, resets, k)
@@ -203,7 +227,8 @@ def backward(kernel, static, residuals, d_hT, d_ys):
       _, (_, states_c, res_c) = _scan_forward(
           kernel, static, params, xs_c, h0, h_start, m_c, r_c, True)
       d_h, d_h0, d_params_c, d_xs_c, norms_c = _scan_backward(
-          kernel, static, params, xs_c, m_c, r_c, states_c, res_c, d_ys_c, d_h, d_h0)
+          kernel, static, params, xs_c, m_c, r_c, h_start, h0, states_c, res_c, d_ys_c,
+          d_h, d_h0)
       return (d_h, d_h0, base.tree_add(d_params, d_params_c)), (d_xs_c, norms_c)
 
     init = (d_hT, zero_h0, base.tree_zeros_like(params))

@@ -124,18 +124,26 @@ def _input_size(params):
   return params.w_x.shape[0]
 
 
-def _project(params, xs, dtype, fold_b_h):
-  """Input projection for all steps at once; folds in the biases that only add.
+def _project(params, xs, dtype, fold_b_h, one_step=False):
+  """Input projection; folds in the biases that only add.
 
-  Returns one ``[..., H]`` block per gate rather than one ``[..., G*H]``
-  array: on XLA:CPU, slicing a wide per-step block out of the scanned buffer
-  and then into gates measured 1.15x (LSTM) to 1.6x (GRU) slower than
-  scanning separate gate buffers and joining them inside the step.
+  Returns one ``[..., H]`` block per gate. For a whole sequence (hoisted out
+  of the loop) each block is its own matmul and buffer: on XLA:CPU, slicing a
+  wide per-step block out of one scanned buffer and then into gates measured
+  1.15x (LSTM) to 1.6x (GRU) slower than scanning separate gate buffers and
+  joining them inside the step. For ``one_step`` (inside the loop) one matmul
+  covers all gates and the blocks are its slices, which XLA fuses into the
+  gate math.
   """
   H = params.w_h.shape[0]
   bias = None
   if params.b_x is not None:
     bias = params.b_x + params.b_h if fold_b_h else params.b_x
+  if one_step:
+    a = base.matmul(xs, params.w_x, dtype)
+    if bias is not None:
+      a = a + bias
+    return tuple(a[..., k * H:(k + 1) * H] for k in range(params.w_x.shape[1] // H))
   blocks = []
   for k in range(params.w_x.shape[1] // H):
     block = base.matmul(xs, params.w_x[:, k * H:(k + 1) * H], dtype)
@@ -213,8 +221,8 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
   def init(key, input_size):
     return RNNParams(*_init_weights(key, input_size, hidden_size, 1, bias, recurrent_init))
 
-  def project(params, xs):
-    return _project(params, xs, dtype, fold_b_h=True)
+  def project(params, xs, one_step=False):
+    return _project(params, xs, dtype, fold_b_h=True, one_step=one_step)
 
   def recur(params, h, gx):
     a = gx[0] + base.matmul(h, params.w_h, dtype)
@@ -325,8 +333,8 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
     z = _initial_state_zeros(H, params, batch_size)
     return LSTMState(z, z)
 
-  def project(params, xs):
-    return _project(params, xs, dtype, fold_b_h=True)
+  def project(params, xs, one_step=False):
+    return _project(params, xs, dtype, fold_b_h=True, one_step=one_step)
 
   def recur(params, state, gx):
     a = jnp.concatenate(gx, axis=-1) + base.matmul(state.hidden, params.w_h, dtype)
@@ -430,8 +438,8 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   def init(key, input_size):
     return GRUParams(*_init_weights(key, input_size, H, 3, bias, recurrent_init))
 
-  def project(params, xs):
-    return _project(params, xs, dtype, fold_b_h=False)
+  def project(params, xs, one_step=False):
+    return _project(params, xs, dtype, fold_b_h=False, one_step=one_step)
 
   def gates_rz(a):
     return 0.5 * jnp.tanh(0.5 * a) + 0.5

@@ -106,7 +106,7 @@ def test_grad_through_unroll_passes_finite_differences(name, features):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_float32_agreement(name):
-  """Measured: bptt and autodiff agree to 1.4e-7 to 4.6e-7 relative in float32 here."""
+  """Measured: bptt and autodiff agree to 1.3e-7 to 4.8e-7 relative in float32 here."""
   model, params, xs, state, kwargs = _problem(name, (20, 4, 8, 16), "seq_lengths")
   d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
 

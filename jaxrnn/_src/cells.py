@@ -227,7 +227,7 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
   def recur(params, h, gx):
     a = gx[0] + base.matmul(h, params.w_h, dtype)
     h_new = jax.nn.relu(a) if relu else jnp.tanh(a)
-    return h_new, h_new, ()
+    return h_new, ()
 
   def recur_bwd(params, w_h_t, h, h_new, res, d_h_new, d_y):
     g = d_h_new + d_y
@@ -344,7 +344,7 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
     i, f, g, o = act[..., :H], act[..., H:2 * H], act[..., 2 * H:3 * H], act[..., 3 * H:]
     c = f * state.cell + i * g
     h = o * jnp.tanh(c)
-    return LSTMState(h, c), h, t
+    return LSTMState(h, c), t
 
   def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y):
     tc = jnp.tanh(new_state.cell)
@@ -453,7 +453,7 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     ghn = gh[..., 2 * H:]
     n = jnp.tanh(gx[2] + r * ghn)
     h_new = n + z * (h - n)
-    return h_new, h_new, (rz, n, ghn)
+    return h_new, (rz, n, ghn)
 
   def recur_bwd_after(params, w_h_t, h, h_new, res, d_h_new, d_y):
     rz, n, ghn = res
@@ -482,7 +482,7 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     r, z = rz[..., :H], rz[..., H:]
     n = jnp.tanh(a_n + base.matmul(r * h, w_n, dtype))
     h_new = n + z * (h - n)
-    return h_new, h_new, (rz, n)
+    return h_new, (rz, n)
 
   def transposed_before(params):
     return base.transposed(params.w_h[:, :2 * H]), base.transposed(params.w_h[:, 2 * H:])

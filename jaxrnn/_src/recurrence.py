@@ -28,9 +28,9 @@ class Kernel(NamedTuple):
       the cells return one block per gate). ``one_step`` says ``xs`` is one
       step's input, projected inside the loop: the cells then use one matmul
       for all gates, where for a whole sequence they use one per gate.
-    recur: ``recur(params, state, gx_t) -> (state, y, res)``: one step given
-      the projected input, with ``y == hidden(state)``; ``res`` are the
-      activations the backward reuses beyond the states themselves.
+    recur: ``recur(params, state, gx_t) -> (state, res)``: one step given
+      the projected input; its output is ``hidden(state)``, and ``res`` are
+      the activations the backward reuses beyond the states themselves.
     recur_bwd: ``recur_bwd(params, w_t, state, new_state, res, d_new_state,
       d_y) -> (d_state, d_pre)``: one reverse step, given the state the step
       read and the one it made; ``d_pre`` holds the gradients of the
@@ -96,11 +96,15 @@ def _scan_forward(kernel, static, params, xs, h0, h_start, mask, resets, residua
     if project_in_loop:
       gx_t = kernel.project(params, gx_t, one_step=True)
     h_in = h if r_t is None else base.batch_where(r_t, h0, h)
-    h_new, y, res = kernel.recur(params, h_in, gx_t)
+    h_new, res = kernel.recur(params, h_in, gx_t)
     if m_t is not None:
       h_new = base.batch_where(m_t, h_new, h)
+    if residuals:
+      return h_new, (h_new, res)
+    y = kernel.hidden(h_new)
+    if m_t is not None:
       y = jnp.where(m_t[:, None], y, jnp.zeros((), y.dtype))
-    return h_new, ((h_new, res) if residuals else y)
+    return h_new, y
 
   h_end, out = lax.scan(body, h_start, (gx, mask, resets), unroll=static.scan_unroll)
   if not residuals:
@@ -317,8 +321,8 @@ def cell_model(kernel, init, initial_state, input_size, config):
 
   def step(params, state, x):
     validation.check_step_input(config.kind, x, input_size(params))
-    new_state, y, _ = kernel.recur(params, state, kernel.project(params, x, one_step=True))
-    return new_state, y
+    new_state, _ = kernel.recur(params, state, kernel.project(params, x, one_step=True))
+    return new_state, kernel.hidden(new_state)
 
   def forward(params, xs, state, ctx):
     static = _static(ctx)

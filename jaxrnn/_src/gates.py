@@ -60,11 +60,11 @@ def project(params, xs, dtype, fold_b_h, one_step=False):
 
   Returns one ``[..., H]`` block per gate. For a whole sequence (hoisted out
   of the loop) each block is its own matmul and buffer: on XLA:CPU, slicing a
-  wide per-step block out of one scanned buffer and then into gates measured
-  1.15x (LSTM) to 1.6x (GRU) slower than scanning separate gate buffers and
-  joining them inside the step. For ``one_step`` (inside the loop) one matmul
-  covers all gates and the blocks are its slices, which XLA fuses into the
-  gate math.
+  wide per-step block out of one scanned buffer and then into gates was
+  slower than scanning separate gate buffers and joining them inside the step
+  (BUILD.md has the measurement). For ``one_step`` (inside the loop) one
+  matmul covers all gates and the blocks are its slices, which XLA fuses into
+  the gate math.
   """
   H = params.w_h.shape[0]
   bias = None

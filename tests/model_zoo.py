@@ -1,4 +1,6 @@
-"""The models every core test runs through, and small reference routines."""
+"""The models every core test runs through, small reference routines, and tree checks."""
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +53,47 @@ def python_loop(step, params, xs, state):
   return state, jnp.stack(ys)
 
 
+def combined_named_parameters(*axes):
+  """The product of lists of ``(name, *values)`` cases, for `parameterized.named_parameters`.
+
+  The names of a combination are joined with ``_``, its values concatenated:
+  ``combined_named_parameters([("a", 1)], [("x", 2), ("y", 3)])`` is
+  ``[("a_x", 1, 2), ("a_y", 1, 3)]``.
+  """
+  return [("_".join(case[0] for case in combo),
+           *itertools.chain.from_iterable(case[1:] for case in combo))
+          for combo in itertools.product(*axes)]
+
+
+def named(values):
+  """``[(str(v), v) ...]``: cases named by their values."""
+  return [(str(v), v) for v in values]
+
+
+def _assert_same_structure(a, b):
+  sa, sb = jax.tree.structure(a), jax.tree.structure(b)
+  if sa != sb:
+    raise AssertionError(f"tree structures differ:\n{sa}\n{sb}")
+
+
+def assert_trees_equal(a, b):
+  """Same structure, and leaves of the same shapes and dtypes with equal values."""
+  _assert_same_structure(a, b)
+  for i, (x, y) in enumerate(zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"leaf {i}", strict=True)
+
+
 def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(
-      np.asarray(x), np.asarray(y), rtol=rtol, atol=atol), a, b)
+  """Same structure and every leaf within ``np.testing.assert_allclose(rtol, atol)``."""
+  _assert_same_structure(a, b)
+  for i, (x, y) in enumerate(zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
+                               err_msg=f"leaf {i}")
 
 
 def max_rel_error(a, b):
   """max |a-b| / max(|b|, tiny) over a whole pytree."""
+  _assert_same_structure(a, b)
   num = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
   den = max(float(jnp.max(jnp.abs(y))) for y in jax.tree.leaves(b))
   return num / max(den, 1e-300)

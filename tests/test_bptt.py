@@ -2,17 +2,18 @@
 
 import functools
 
+from absl.testing import absltest
+from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import jax.test_util
 import numpy as np
 import optax
-import pytest
 
 import jaxrnn
-from model_zoo import MODELS, assert_trees_close, max_rel_error, random_like, random_params
+import model_zoo
 
-SHAPES = [(1, 1, 1, 1), (6, 3, 2, 4)]  # T, B, I, H
+SHAPES = [("T1", (1, 1, 1, 1)), ("T6", (6, 3, 2, 4))]  # T, B, I, H
 FEATURES = {
     "plain": lambda T, B: {},
     "seq_lengths": lambda T, B: {"seq_lengths": _lengths(T, B)},
@@ -36,9 +37,9 @@ def _resets(T, B):
 
 def _problem(name, shape, features, seed=0):
   T, B, I, H = shape
-  model = MODELS[name](H)
+  model = model_zoo.MODELS[name](H)
   key = jax.random.PRNGKey(seed)
-  params = random_params(model, key, I)
+  params = model_zoo.random_params(model, key, I)
   kwargs = FEATURES[features](T, B)
   kwargs["rng"] = jax.random.PRNGKey(5)  # dropout in the stack
   if kwargs.get("time_major", True) is False:
@@ -46,87 +47,87 @@ def _problem(name, shape, features, seed=0):
     xs = jax.random.normal(jax.random.fold_in(key, 1), (B, T, I))
   else:
     xs = jax.random.normal(jax.random.fold_in(key, 1), (T, B, I))
-  state = random_like(jax.random.fold_in(key, 2), model.initial_state(params, B))
+  state = model_zoo.random_like(jax.random.fold_in(key, 2), model.initial_state(params, B))
   return model, params, xs, state, kwargs
 
 
 def _cotangents(model, params, xs, state, kwargs):
   final, ys = jaxrnn.unroll(model, params, xs, state, **kwargs)
-  return (random_like(jax.random.PRNGKey(3), final), random_like(jax.random.PRNGKey(4), ys))
+  return (model_zoo.random_like(jax.random.PRNGKey(3), final),
+          model_zoo.random_like(jax.random.PRNGKey(4), ys))
 
 
-@pytest.mark.parametrize("features", sorted(FEATURES))
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_bptt_equals_vjp_of_unroll_float64(name, shape, features):
-  jax.config.update("jax_enable_x64", True)
-  model, params, xs, state, kwargs = _problem(name, shape, features)
-  d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
-
-  @jax.jit
-  def three_ways(params, xs, state, d_final, d_ys):
-    autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff", **kwargs)
-    default = functools.partial(jaxrnn.unroll, model, **kwargs)
-    explicit = jaxrnn.bptt(model, params, xs, state, d_ys, d_final, **kwargs)
-    return (jax.vjp(autodiff, params, xs, state)[1]((d_final, d_ys)), explicit,
-            jax.vjp(default, params, xs, state)[1]((d_final, d_ys)))
-
-  want, explicit, default = three_ways(params, xs, state, d_final, d_ys)
-  assert max_rel_error(explicit, want) <= 1e-10
-  # The default gradient path of unroll runs the same explicit backward.
-  assert max_rel_error(default, want) <= 1e-10
+MODEL_NAMES = model_zoo.named(sorted(model_zoo.MODELS))
 
 
-@pytest.mark.parametrize("name", ["learned_state", "learned_stack", "lstm"])
-def test_bptt_with_default_state_includes_the_initial_state_path(name):
-  jax.config.update("jax_enable_x64", True)
-  model, params, xs, _, _ = _problem(name, (5, 2, 3, 3), "plain")
-  d_ys = random_like(jax.random.PRNGKey(1), jaxrnn.unroll(model, params, xs)[1])
-  _, vjp = jax.vjp(lambda p, x: jaxrnn.unroll(model, p, x, backward="autodiff"), params, xs)
-  d_params, d_xs, _ = jaxrnn.bptt(model, params, xs, None, d_ys)
-  assert max_rel_error((d_params, d_xs), vjp((jax.tree.map(jnp.zeros_like,
-                       model.initial_state(params, 2)), d_ys))) <= 1e-10
+class BpttTest(parameterized.TestCase):
 
+  @parameterized.named_parameters(model_zoo.combined_named_parameters(
+      MODEL_NAMES, SHAPES, model_zoo.named(sorted(FEATURES))))
+  def test_bptt_equals_vjp_of_unroll_float64(self, name, shape, features):
+    jax.config.update("jax_enable_x64", True)
+    model, params, xs, state, kwargs = _problem(name, shape, features)
+    d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
 
-@pytest.mark.parametrize("features", ["plain", "reverse_resets"])
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_grad_through_unroll_passes_finite_differences(name, features):
-  jax.config.update("jax_enable_x64", True)
-  model, params, xs, state, kwargs = _problem(name, (4, 2, 2, 3), features)
-  targets = random_like(jax.random.PRNGKey(9), jaxrnn.unroll(model, params, xs, **kwargs)[1])
+    @jax.jit
+    def three_ways(params, xs, state, d_final, d_ys):
+      autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff", **kwargs)
+      default = functools.partial(jaxrnn.unroll, model, **kwargs)
+      explicit = jaxrnn.bptt(model, params, xs, state, d_ys, d_final, **kwargs)
+      return (jax.vjp(autodiff, params, xs, state)[1]((d_final, d_ys)), explicit,
+              jax.vjp(default, params, xs, state)[1]((d_final, d_ys)))
 
-  @jax.jit
-  def loss(params, xs, state):
-    final, ys = jaxrnn.unroll(model, params, xs, state, **kwargs)
-    per_step = jnp.sum((ys - targets) ** 2, axis=(1, 2))   # the error at each step
-    return jnp.sum(per_step) + sum(jnp.sum(f) for f in jax.tree.leaves(final))
+    want, explicit, default = three_ways(params, xs, state, d_final, d_ys)
+    self.assertLessEqual(model_zoo.max_rel_error(explicit, want), 1e-10)
+    # The default gradient path of unroll runs the same explicit backward.
+    self.assertLessEqual(model_zoo.max_rel_error(default, want), 1e-10)
 
-  jax.test_util.check_grads(loss, (params, xs, state), order=1, modes=["rev"])
+  @parameterized.named_parameters(model_zoo.named(["learned_state", "learned_stack", "lstm"]))
+  def test_bptt_with_default_state_includes_the_initial_state_path(self, name):
+    jax.config.update("jax_enable_x64", True)
+    model, params, xs, _, _ = _problem(name, (5, 2, 3, 3), "plain")
+    d_ys = model_zoo.random_like(jax.random.PRNGKey(1), jaxrnn.unroll(model, params, xs)[1])
+    _, vjp = jax.vjp(lambda p, x: jaxrnn.unroll(model, p, x, backward="autodiff"), params, xs)
+    d_params, d_xs, _ = jaxrnn.bptt(model, params, xs, None, d_ys)
+    zeros = jax.tree.map(jnp.zeros_like, model.initial_state(params, 2))
+    self.assertLessEqual(model_zoo.max_rel_error((d_params, d_xs), vjp((zeros, d_ys))), 1e-10)
 
+  @parameterized.named_parameters(model_zoo.combined_named_parameters(
+      MODEL_NAMES, model_zoo.named(["plain", "reverse_resets"])))
+  def test_grad_through_unroll_passes_finite_differences(self, name, features):
+    jax.config.update("jax_enable_x64", True)
+    model, params, xs, state, kwargs = _problem(name, (4, 2, 2, 3), features)
+    targets = model_zoo.random_like(jax.random.PRNGKey(9),
+                                    jaxrnn.unroll(model, params, xs, **kwargs)[1])
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_float32_agreement(name):
-  """Measured: bptt and autodiff agree to 1.3e-7 to 4.8e-7 relative in float32 here."""
-  model, params, xs, state, kwargs = _problem(name, (20, 4, 8, 16), "seq_lengths")
-  d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
+    @jax.jit
+    def loss(params, xs, state):
+      final, ys = jaxrnn.unroll(model, params, xs, state, **kwargs)
+      per_step = jnp.sum((ys - targets) ** 2, axis=(1, 2))   # the error at each step
+      return jnp.sum(per_step) + sum(jnp.sum(f) for f in jax.tree.leaves(final))
 
-  @jax.jit
-  def both(params, xs, state, d_final, d_ys):
-    autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff", **kwargs)
-    return (jaxrnn.bptt(model, params, xs, state, d_ys, d_final, **kwargs),
-            jax.vjp(autodiff, params, xs, state)[1]((d_final, d_ys)))
+    jax.test_util.check_grads(loss, (params, xs, state), order=1, modes=["rev"])
 
-  got, want = both(params, xs, state, d_final, d_ys)
-  assert max_rel_error(got, want) <= 2e-6
+  @parameterized.named_parameters(MODEL_NAMES)
+  def test_float32_agreement(self, name):
+    """bptt and autodiff agree in float32 too, to a float32 tolerance."""
+    model, params, xs, state, kwargs = _problem(name, (20, 4, 8, 16), "seq_lengths")
+    d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
 
+    @jax.jit
+    def both(params, xs, state, d_final, d_ys):
+      autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff", **kwargs)
+      return (jaxrnn.bptt(model, params, xs, state, d_ys, d_final, **kwargs),
+              jax.vjp(autodiff, params, xs, state)[1]((d_final, d_ys)))
 
-# --- truncated BPTT -------------------------------------------------------------
+    got, want = both(params, xs, state, d_final, d_ys)
+    self.assertLessEqual(model_zoo.max_rel_error(got, want), 2e-6)
 
 
 def _truncation_problem():
   jax.config.update("jax_enable_x64", True)
   model = jaxrnn.gru(4)
-  params = random_params(model, jax.random.PRNGKey(0), 3)
+  params = model_zoo.random_params(model, jax.random.PRNGKey(0), 3)
   xs = jax.random.normal(jax.random.PRNGKey(1), (10, 2, 3))
   targets = jax.random.normal(jax.random.PRNGKey(2), (10, 2, 4))
 
@@ -138,112 +139,122 @@ def _truncation_problem():
   return model, params, (xs, targets), model.initial_state(params, 2), loss_fn
 
 
-def test_truncation_at_full_length_is_full_bptt():
-  model, params, data, state, loss_fn = _truncation_problem()
-  (loss, final), grads = jax.jit(functools.partial(
-      jaxrnn.truncated_value_and_grad, loss_fn, chunk_size=10))(params, data, state)
-  (want_loss, want_final), want = jax.value_and_grad(loss_fn, has_aux=True)(params, data, state)
-  assert_trees_close((loss, final, grads), (want_loss, want_final, want), 1e-12, 1e-12)
+class TruncatedBpttTest(parameterized.TestCase):
 
+  def test_truncation_at_full_length_is_full_bptt(self):
+    model, params, data, state, loss_fn = _truncation_problem()
+    (loss, final), grads = jax.jit(functools.partial(
+        jaxrnn.truncated_value_and_grad, loss_fn, chunk_size=10))(params, data, state)
+    (want_loss, want_final), want = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, data, state)
+    model_zoo.assert_trees_close((loss, final, grads), (want_loss, want_final, want),
+                                 1e-12, 1e-12)
 
-@pytest.mark.parametrize("k", [1, 3, 4])
-def test_truncation_sums_chunk_gradients(k):
-  model, params, data, state, loss_fn = _truncation_problem()
-  (loss, final), grads = jaxrnn.truncated_value_and_grad(loss_fn, params, data, state, chunk_size=k)
-  want_loss, want = 0.0, jax.tree.map(jnp.zeros_like, params)
-  s = state
-  for start in range(0, 10, k):
-    chunk = jax.tree.map(lambda a: a[start:start + k], data)
-    (l, s), g = jax.value_and_grad(loss_fn, has_aux=True)(params, chunk, s)
-    want_loss += l
-    want = jax.tree.map(jnp.add, want, g)
-  assert_trees_close((loss, final, grads), (want_loss, s, want), 1e-12, 1e-12)
-  # Truncation really cuts the gradient: it differs from full BPTT.
-  full = jax.grad(lambda p: loss_fn(p, data, state)[0])(params)
-  assert max_rel_error(grads, full) > 1e-3
-
-
-# --- gradient diagnostics and clipping through time -------------------------------
-
-
-def test_hidden_gradient_norms_obey_the_tanh_bound():
-  """||dL/dh_t|| <= ||dL/dh_T|| * sigma_max(W_h)^(T-t), loss on the last output only."""
-  jax.config.update("jax_enable_x64", True)
-  T, B = 30, 3
-  model = jaxrnn.rnn(8)
-  params = random_params(model, jax.random.PRNGKey(0), 2, scale=0.5)
-  xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, 2))
-  d_ys = jnp.zeros((T, B, 8)).at[-1].set(jax.random.normal(jax.random.PRNGKey(2), (B, 8)))
-  *_, norms = jaxrnn.bptt(model, params, xs, None, d_ys, return_hidden_grad_norms=True)
-  assert norms.shape == (T, B)
-  sigma = float(jnp.linalg.norm(params.w_h, 2))
-  bound = norms[-1] * sigma ** jnp.arange(T - 1, -1, -1)[:, None]
-  assert bool(jnp.all(norms <= bound * (1 + 1e-12)))
-  np.testing.assert_allclose(norms[-1], jnp.linalg.norm(d_ys[-1], axis=-1), rtol=1e-12)
-  assert float(norms[0].max()) > 0
+  @parameterized.parameters(1, 3, 4)
+  def test_truncation_sums_chunk_gradients(self, k):
+    model, params, data, state, loss_fn = _truncation_problem()
+    (loss, final), grads = jaxrnn.truncated_value_and_grad(loss_fn, params, data, state,
+                                                           chunk_size=k)
+    want_loss, want = 0.0, jax.tree.map(jnp.zeros_like, params)
+    s = state
+    for start in range(0, 10, k):
+      chunk = jax.tree.map(lambda a: a[start:start + k], data)
+      (l, s), g = jax.value_and_grad(loss_fn, has_aux=True)(params, chunk, s)
+      want_loss += l
+      want = jax.tree.map(jnp.add, want, g)
+    model_zoo.assert_trees_close((loss, final, grads), (want_loss, s, want), 1e-12, 1e-12)
+    # Truncation really cuts the gradient: it differs from full BPTT.
+    full = jax.grad(lambda p: loss_fn(p, data, state)[0])(params)
+    self.assertGreater(model_zoo.max_rel_error(grads, full), 1e-3)
 
 
 def _clip_problem(name="lstm"):
   jax.config.update("jax_enable_x64", True)
   T, B = 25, 2
-  model = MODELS[name](6)
-  params = random_params(model, jax.random.PRNGKey(0), 3, scale=1.5)  # large: gradients grow
+  model = model_zoo.MODELS[name](6)
+  # Large parameters, so that gradients grow.
+  params = model_zoo.random_params(model, jax.random.PRNGKey(0), 3, scale=1.5)
   xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, 3))
   d_ys = jnp.zeros((T, B, model.output_size)).at[-1].set(10.0)
   return model, params, xs, d_ys
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
-def test_state_gradient_clipping_by_norm_bounds_every_message(name):
-  model, params, xs, d_ys = _clip_problem(name)
-  clip = jaxrnn.clip_state_grad_by_norm(0.5)
-  d_params, _, d_state, norms = jaxrnn.bptt(model, params, xs, None, d_ys, state_grad_clip=clip,
-                                            return_hidden_grad_norms=True)
-  # Before the last step, dL/dh_t is exactly the message sent back from step t+1.
-  assert float(norms[:-1].max()) <= 0.5 * (1 + 1e-12)
-  state_norm = jnp.sqrt(sum(jnp.sum(d ** 2, -1) for d in jax.tree.leaves(d_state)))
-  assert float(state_norm.max()) <= 0.5 * (1 + 1e-12)
-  exact = jaxrnn.bptt(model, params, xs, None, d_ys)[0]
-  assert max_rel_error(d_params, exact) > 1e-3  # it biases the gradient, as documented
+class GradientsThroughTimeTest(parameterized.TestCase):
+  """Gradient diagnostics and clipping through time."""
+
+  def test_hidden_gradient_norms_obey_the_tanh_bound(self):
+    """||dL/dh_t|| <= ||dL/dh_T|| * sigma_max(W_h)^(T-t), loss on the last output only."""
+    jax.config.update("jax_enable_x64", True)
+    T, B = 30, 3
+    model = jaxrnn.rnn(8)
+    params = model_zoo.random_params(model, jax.random.PRNGKey(0), 2, scale=0.5)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, 2))
+    d_ys = jnp.zeros((T, B, 8)).at[-1].set(jax.random.normal(jax.random.PRNGKey(2), (B, 8)))
+    *_, norms = jaxrnn.bptt(model, params, xs, None, d_ys, return_hidden_grad_norms=True)
+    self.assertEqual(norms.shape, (T, B))
+    sigma = float(jnp.linalg.norm(params.w_h, 2))
+    bound = norms[-1] * sigma ** jnp.arange(T - 1, -1, -1)[:, None]
+    self.assertTrue(bool(jnp.all(norms <= bound * (1 + 1e-12))))
+    np.testing.assert_allclose(norms[-1], jnp.linalg.norm(d_ys[-1], axis=-1), rtol=1e-12)
+    self.assertGreater(float(norms[0].max()), 0)
+
+  @parameterized.named_parameters(model_zoo.named(["lstm", "gru", "rnn_tanh"]))
+  def test_state_gradient_clipping_by_norm_bounds_every_message(self, name):
+    model, params, xs, d_ys = _clip_problem(name)
+    clip = jaxrnn.clip_state_grad_by_norm(0.5)
+    d_params, _, d_state, norms = jaxrnn.bptt(model, params, xs, None, d_ys,
+                                              state_grad_clip=clip,
+                                              return_hidden_grad_norms=True)
+    # Before the last step, dL/dh_t is exactly the message sent back from step t+1.
+    self.assertLessEqual(float(norms[:-1].max()), 0.5 * (1 + 1e-12))
+    state_norm = jnp.sqrt(sum(jnp.sum(d ** 2, -1) for d in jax.tree.leaves(d_state)))
+    self.assertLessEqual(float(state_norm.max()), 0.5 * (1 + 1e-12))
+    exact = jaxrnn.bptt(model, params, xs, None, d_ys)[0]
+    # It biases the gradient, as documented.
+    self.assertGreater(model_zoo.max_rel_error(d_params, exact), 1e-3)
+
+  @parameterized.named_parameters(("by_norm", jaxrnn.clip_state_grad_by_norm),
+                                  ("by_value", jaxrnn.clip_state_grad_by_value))
+  def test_state_gradient_clipping_in_both_backward_paths(self, make_clip):
+    model, params, xs, d_ys = _clip_problem()
+    loss = lambda p, clip, backward: jnp.sum(d_ys * jaxrnn.unroll(
+        model, p, xs, state_grad_clip=clip, backward=backward)[1])
+    clip = make_clip(0.05)
+    clipped = jax.grad(loss)(params, clip, "bptt")
+    self.assertLessEqual(
+        model_zoo.max_rel_error(jax.grad(loss)(params, clip, "autodiff"), clipped), 1e-10)
+    self.assertLessEqual(model_zoo.max_rel_error(
+        jaxrnn.bptt(model, params, xs, None, d_ys, state_grad_clip=clip)[0], clipped), 1e-10)
+    _, _, d_state = jaxrnn.bptt(model, params, xs, None, d_ys, state_grad_clip=clip)
+    bound = jnp.sqrt(sum(jnp.sum(d ** 2, -1) for d in jax.tree.leaves(d_state)))
+    if make_clip is jaxrnn.clip_state_grad_by_value:
+      bound = max(float(jnp.abs(d).max()) for d in jax.tree.leaves(d_state))
+    self.assertLessEqual(float(jnp.max(bound)), 0.05 * (1 + 1e-12))
+    exact = jax.grad(loss)(params, None, "autodiff")
+    for backward in ("bptt", "autodiff"):
+      unclipped = jax.grad(loss)(params, make_clip(float("inf")), backward)
+      self.assertLessEqual(model_zoo.max_rel_error(unclipped, exact), 1e-12, msg=backward)
+    self.assertGreater(model_zoo.max_rel_error(clipped, exact), 1e-3)
+
+  def test_jax_grad_runs_the_explicit_backward_by_default(self):
+    """The default time loop is a custom VJP, so jax.grad runs the explicit backward."""
+    model, params, xs, _ = _clip_problem()
+    loss = lambda p, backward: jnp.sum(jaxrnn.unroll(model, p, xs, backward=backward)[1])
+    text_bptt = str(jax.make_jaxpr(loss, static_argnums=1)(params, "bptt"))
+    text_auto = str(jax.make_jaxpr(loss, static_argnums=1)(params, "autodiff"))
+    self.assertIn("custom_vjp_call", text_bptt)
+    self.assertNotIn("custom_vjp_call", text_auto)
+    self.assertLess(model_zoo.max_rel_error(jax.grad(loss)(params, "bptt"),
+                                            jax.grad(loss)(params, "autodiff")), 1e-10)
+
+  def test_optax_clip_on_top_of_bptt_gradients(self):
+    """Clipping of the whole update stays optax's job: the chain sees the BPTT gradient."""
+    model, params, xs, d_ys = _clip_problem()
+    grads = jax.grad(lambda p: jnp.sum(d_ys * jaxrnn.unroll(model, p, xs)[1]))(params)
+    updates, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    self.assertGreater(float(optax.global_norm(grads)), 1.0)
+    np.testing.assert_allclose(float(optax.global_norm(updates)), 1.0, rtol=1e-9)
 
 
-@pytest.mark.parametrize("make_clip", [jaxrnn.clip_state_grad_by_norm,
-                                       jaxrnn.clip_state_grad_by_value])
-def test_state_gradient_clipping_in_both_backward_paths(make_clip):
-  model, params, xs, d_ys = _clip_problem()
-  loss = lambda p, clip, backward: jnp.sum(d_ys * jaxrnn.unroll(
-      model, p, xs, state_grad_clip=clip, backward=backward)[1])
-  clip = make_clip(0.05)
-  clipped = jax.grad(loss)(params, clip, "bptt")
-  assert max_rel_error(jax.grad(loss)(params, clip, "autodiff"), clipped) <= 1e-10
-  assert max_rel_error(jaxrnn.bptt(model, params, xs, None, d_ys, state_grad_clip=clip)[0],
-                       clipped) <= 1e-10
-  _, _, d_state = jaxrnn.bptt(model, params, xs, None, d_ys, state_grad_clip=clip)
-  bound = jnp.sqrt(sum(jnp.sum(d ** 2, -1) for d in jax.tree.leaves(d_state)))
-  if make_clip is jaxrnn.clip_state_grad_by_value:
-    bound = max(float(jnp.abs(d).max()) for d in jax.tree.leaves(d_state))
-  assert float(jnp.max(bound)) <= 0.05 * (1 + 1e-12)
-  exact = jax.grad(loss)(params, None, "autodiff")
-  for backward in ("bptt", "autodiff"):
-    unclipped = jax.grad(loss)(params, make_clip(float("inf")), backward)
-    assert max_rel_error(unclipped, exact) <= 1e-12
-  assert max_rel_error(clipped, exact) > 1e-3
-
-
-def test_jax_grad_runs_the_explicit_backward_by_default():
-  """The default time loop is a custom VJP, so jax.grad runs the explicit backward."""
-  model, params, xs, _ = _clip_problem()
-  loss = lambda p, backward: jnp.sum(jaxrnn.unroll(model, p, xs, backward=backward)[1])
-  text_bptt = str(jax.make_jaxpr(loss, static_argnums=1)(params, "bptt"))
-  text_auto = str(jax.make_jaxpr(loss, static_argnums=1)(params, "autodiff"))
-  assert "custom_vjp_call" in text_bptt and "custom_vjp_call" not in text_auto
-  assert max_rel_error(jax.grad(loss)(params, "bptt"), jax.grad(loss)(params, "autodiff")) < 1e-10
-
-
-def test_optax_clip_on_top_of_bptt_gradients():
-  """Clipping of the whole update stays optax's job: the chain sees the BPTT gradient."""
-  model, params, xs, d_ys = _clip_problem()
-  grads = jax.grad(lambda p: jnp.sum(d_ys * jaxrnn.unroll(model, p, xs)[1]))(params)
-  updates, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
-  assert float(optax.global_norm(grads)) > 1.0
-  np.testing.assert_allclose(float(optax.global_norm(updates)), 1.0, rtol=1e-9)
+if __name__ == "__main__":
+  absltest.main()

@@ -9,6 +9,7 @@ import numpy as np
 
 import jaxrnn
 from jaxrnn import interop
+import model_zoo
 
 T, B, I, H = 5, 3, 4, 6
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -46,13 +47,6 @@ def _custom_cell():
   return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
 
 
-def _assert_trees_equal(test, a, b):
-  test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    test.assertEqual(x.dtype, y.dtype)
-    test.assertTrue(np.array_equal(x, y))
-
-
 class FromFlaxTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*CELLS)
@@ -68,15 +62,14 @@ class FromFlaxTest(parameterized.TestCase):
                                   time_major=False)
 
     np.testing.assert_allclose(our_ys, ys, **TOL)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL),
-                 interop.to_flax_carry(final), carry)
+    model_zoo.assert_trees_close(interop.to_flax_carry(final), carry, **TOL)
 
   @parameterized.named_parameters(*CELLS)
   def test_round_trip_is_exact(self, make_cell):
     rnn = nn.RNN(make_cell())
     variables = _randomize(rnn.init(jax.random.key(0), _inputs()), seed=1)
     model, params = interop.from_flax(rnn, variables)
-    _assert_trees_equal(self, interop.to_flax(model, params, rnn), variables)
+    model_zoo.assert_trees_equal(interop.to_flax(model, params, rnn), variables)
 
   def test_bare_cell_and_bare_params_are_accepted(self):
     cell = nn.GRUCell(H)
@@ -84,7 +77,7 @@ class FromFlaxTest(parameterized.TestCase):
     variables = _randomize(cell.init(jax.random.key(0), cell.initialize_carry(
         jax.random.key(0), x.shape), x), seed=1)
     _, params = interop.from_flax(cell, variables["params"])
-    _assert_trees_equal(self, interop.to_flax(jaxrnn.gru(H), params, nn.GRUCell), variables)
+    model_zoo.assert_trees_equal(interop.to_flax(jaxrnn.gru(H), params, nn.GRUCell), variables)
 
 
 class ToFlaxTest(parameterized.TestCase):

@@ -9,6 +9,7 @@ import numpy as np
 
 import jaxrnn
 from jaxrnn import interop
+import model_zoo
 
 T, B, I, H = 5, 3, 4, 6
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -57,13 +58,6 @@ def _inputs(seed=0):
   return jax.random.normal(jax.random.key(seed), (T, B, I))
 
 
-def _assert_trees_equal(test, a, b):
-  test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    test.assertEqual(x.dtype, y.dtype)
-    test.assertTrue(np.array_equal(x, y))
-
-
 class FromHaikuTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*CORES)
@@ -91,7 +85,7 @@ class FromHaikuTest(parameterized.TestCase):
         fn.init(jax.random.key(0), xs, _initial_state(core_cls, kwargs, 2)), seed=1)
     model, params = interop.from_haiku(core_cls, hk_params)
     back = interop.to_haiku(model, params, double_bias=kwargs.get("double_bias", True))
-    _assert_trees_equal(self, back, hk_params)
+    model_zoo.assert_trees_equal(back, hk_params)
 
   def test_forget_gate_constant_goes_to_b_h(self):
     fn = _unroll_fn(hk.LSTM, {})
@@ -105,7 +99,7 @@ class FromHaikuTest(parameterized.TestCase):
     state = _initial_state(hk.GRU, {}, 2)
     hk_params = _randomize(fn.init(jax.random.key(0), xs, state), seed=1)
     model, params = interop.from_haiku(hk.GRU, hk_params, name="encoder")
-    _assert_trees_equal(self, interop.to_haiku(model, params, name="encoder"), hk_params)
+    model_zoo.assert_trees_equal(interop.to_haiku(model, params, name="encoder"), hk_params)
     with self.assertRaisesRegex(ValueError, "name="):
       interop.from_haiku(hk.GRU, hk_params)
 

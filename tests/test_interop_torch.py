@@ -9,6 +9,7 @@ import torch
 
 import jaxrnn
 from jaxrnn import interop
+import model_zoo
 
 T, B, I, H = 5, 3, 4, 6
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -93,8 +94,7 @@ class FromTorchTest(parameterized.TestCase):
     for a, b in zip(ours, expected):
       np.testing.assert_allclose(a, _numpy(b), **TOL)
     # The nested state is the one from_torch_state builds from h_n and c_n.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), our_final,
-                 interop.from_torch_state(model, *expected))
+    model_zoo.assert_trees_close(our_final, interop.from_torch_state(model, *expected), **TOL)
 
   @parameterized.named_parameters(*CASES)
   def test_round_trip_is_exact(self, cls, kwargs):
@@ -247,8 +247,8 @@ class ToTorchTest(parameterized.TestCase):
     self.assertEqual(h_n.shape, (3, B, H))
     np.testing.assert_array_equal(h_n[1], np.broadcast_to(params.initial_state.layers[0].backward,
                                                           (B, H)))
-    jax.tree.map(np.testing.assert_array_equal, interop.from_torch_state(model, h_n),
-                 model.initial_state(params, B))
+    model_zoo.assert_trees_equal(interop.from_torch_state(model, h_n),
+                                 model.initial_state(params, B))
 
   @parameterized.named_parameters(
       ("to_torch", lambda model, params: interop.to_torch(model, params)),

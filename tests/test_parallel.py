@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 import jaxrnn
+import model_zoo
 from experiments import tasks
 from experiments import trainer
 
@@ -112,12 +113,6 @@ def _batch(step, batch_size=16, seq_len=6):
   return tasks.adding_batch(jax.random.PRNGKey(100 + step), batch_size, seq_len)
 
 
-def _assert_trees_close(test, a, b, rtol=1e-5, atol=1e-6):
-  test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-
-
 # --- any number of devices (runs in the test process) -----------------------
 
 
@@ -160,14 +155,14 @@ class MeshAndShardingTest(parameterized.TestCase):
   def test_shard_batch_keeps_the_values(self):
     mesh, batch = jaxrnn.parallel.make_mesh(), _batch(0, batch_size=jax.device_count() * 4)
     sharded = jaxrnn.parallel.shard_batch(mesh, batch, _AXES)
-    _assert_trees_close(self, sharded, batch, rtol=0, atol=0)
+    model_zoo.assert_trees_close(sharded, batch, rtol=0, atol=0)
     self.assertEqual(sharded.inputs.sharding, jaxrnn.parallel.batch_sharding(mesh, 1))
 
   def test_shard_local_batch_of_one_process_is_shard_batch(self):
     mesh, batch = jaxrnn.parallel.make_mesh(), _batch(0, batch_size=jax.device_count() * 4)
     self.assertEqual(jaxrnn.parallel.process_batch_slice(mesh, 4 * mesh.size), slice(0, 4 * mesh.size))
-    _assert_trees_close(self, jaxrnn.parallel.shard_local_batch(mesh, batch, _AXES),
-                        jaxrnn.parallel.shard_batch(mesh, batch, _AXES), rtol=0, atol=0)
+    model_zoo.assert_trees_close(jaxrnn.parallel.shard_local_batch(mesh, batch, _AXES),
+                                 jaxrnn.parallel.shard_batch(mesh, batch, _AXES), rtol=0, atol=0)
 
   def test_replicate(self):
     mesh = jaxrnn.parallel.make_mesh()
@@ -176,7 +171,7 @@ class MeshAndShardingTest(parameterized.TestCase):
     for leaf in jax.tree.leaves(replicated):
       self.assertTrue(leaf.is_fully_replicated)
       self.assertEqual(leaf.sharding, jaxrnn.parallel.replicated_sharding(mesh))
-    _assert_trees_close(self, replicated, state, rtol=0, atol=0)
+    model_zoo.assert_trees_close(replicated, state, rtol=0, atol=0)
 
   def test_data_parallel_step_equals_the_plain_step(self):
     loss_fn, optimizer, state = _adding_setup()
@@ -189,8 +184,8 @@ class MeshAndShardingTest(parameterized.TestCase):
       batch = _batch(step, batch_size=4 * mesh.size)
       expected, expected_metrics = plain(expected, batch)
       placed, metrics = parallel(placed, jaxrnn.parallel.shard_batch(mesh, batch, _AXES))
-    _assert_trees_close(self, placed, expected)
-    _assert_trees_close(self, metrics, expected_metrics)
+    model_zoo.assert_trees_close(placed, expected, rtol=1e-5, atol=1e-6)
+    model_zoo.assert_trees_close(metrics, expected_metrics, rtol=1e-5, atol=1e-6)
 
   @parameterized.parameters((-1,), (2,))
   def test_initialize_distributed_checks_the_rank(self, process_id):
@@ -255,7 +250,7 @@ class FourDeviceTest(parameterized.TestCase):
       for i in range(5):
         placed, metrics = step(placed, jaxrnn.parallel.shard_batch(mesh, _batch(i), _AXES))
       runs.append((placed, metrics))
-    _assert_trees_close(self, runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    model_zoo.assert_trees_close(runs[1], runs[0], rtol=1e-5, atol=1e-6)
     self.assertEqual(int(runs[1][0].step), 5)
 
   def test_batch_major_equals_time_major(self):
@@ -272,7 +267,7 @@ class FourDeviceTest(parameterized.TestCase):
           batch = batch._replace(inputs=jnp.swapaxes(batch.inputs, 0, 1))
         placed, _ = step(placed, jaxrnn.parallel.shard_batch(self.mesh, batch, axes))
       results.append(placed.params)
-    _assert_trees_close(self, results[1], results[0])
+    model_zoo.assert_trees_close(results[1], results[0], rtol=1e-5, atol=1e-6)
 
   def test_eval_step_with_sharded_batch(self):
     loss_fn, _, state = _adding_setup()
@@ -282,7 +277,7 @@ class FourDeviceTest(parameterized.TestCase):
                                     batch_axis=_AXES)
     got = evaluate(jaxrnn.parallel.replicate(self.mesh, state.params),
                    jaxrnn.parallel.shard_batch(self.mesh, batch, _AXES))
-    _assert_trees_close(self, got, expected)
+    model_zoo.assert_trees_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
   def test_trainer_rejects_a_batch_that_does_not_split(self):

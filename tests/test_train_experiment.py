@@ -14,13 +14,14 @@ import jax
 import numpy as np
 
 import jaxrnn
+import model_zoo
 from experiments import checkpoints
 from experiments import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("steps_per_second",)
 
-# A tiny adding run: a few milliseconds a step.
+# A tiny adding run.
 TINY = trainer.Config(task="adding", cell="gru", hidden_size=8, seq_len=6, batch_size=4,
                       steps=60, learning_rate=1e-2, checkpoint_every=20, eval_every=20,
                       log_every=5, eval_size=16)
@@ -63,11 +64,6 @@ class TrainExperimentTest(parameterized.TestCase):
     tmp = tempfile.TemporaryDirectory()
     self.addCleanup(tmp.cleanup)
     self.tmp = tmp.name
-
-  def assertTreesBitwiseEqual(self, a, b):
-    self.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
   @parameterized.parameters(
       dict(task="adding", cell="lstm", seq_len=8, num_layers=2),
@@ -112,7 +108,7 @@ class TrainExperimentTest(parameterized.TestCase):
     second = trainer.train(parts)
     self.assertEqual(first["resumed_from_step"], 0)
     self.assertEqual(second["resumed_from_step"], 40)
-    self.assertTreesBitwiseEqual(_final_state(whole), _final_state(parts))
+    model_zoo.assert_trees_equal(_final_state(whole), _final_state(parts))
     self.assertEqual(_metrics(whole.workdir), _metrics(parts.workdir))
     # A finished run re-run in its workdir trains nothing and changes nothing.
     again = trainer.train(whole)
@@ -149,7 +145,7 @@ class TrainExperimentTest(parameterized.TestCase):
       self.assertGreaterEqual(json.load(f)["resumed_from_step"], written[-1])
 
     trainer.train(reference)
-    self.assertTreesBitwiseEqual(_final_state(reference), _final_state(config))
+    model_zoo.assert_trees_equal(_final_state(reference), _final_state(config))
     self.assertEqual(_metrics(reference.workdir), _metrics(config.workdir))
 
   def test_incompatible_workdir_is_refused_and_kept(self):

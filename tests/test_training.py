@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 import jaxrnn
+import model_zoo
 
 
 def _grads(scale):
@@ -170,8 +171,7 @@ class TrainStepTest(absltest.TestCase):
     self.assertEqual(state.rng.dtype, jnp.uint32)  # typed keys are stored raw
     a, _ = step(state, 0.0)
     b, _ = step(state, 0.0)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-      np.testing.assert_array_equal(x, y)
+    model_zoo.assert_trees_equal(a, b)
     c, _ = step(a, 0.0)
     seen = [np.asarray(s.rng) for s in (state, a, c)]
     self.assertFalse(np.array_equal(seen[0], seen[1]))

@@ -21,17 +21,17 @@ Usage:
   python -m experiments.benchmark --shapes=lstm:8:20:16:32 --peers=jaxrnn,torch --repeats=3
 """
 
-from collections.abc import Sequence
 import os
 import platform
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import jax
+import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import numpy as np
 
 from experiments import benchmark_peers as peers
 from experiments import benchmark_report as report
@@ -65,6 +65,9 @@ _REMAT_CHUNKS = flags.DEFINE_list("remat_chunks", ["64", "512"],
 _MEMORY_REPEATS = flags.DEFINE_integer(
     "memory_repeats", 3, "Timed runs per row in --mode=memory (long sequences).")
 
+# Inside `Config` its field `peers` hides the module of that name.
+_Shape = peers.Shape
+
 
 class Config(NamedTuple):
   """What one benchmark run measures (the flags, as importable values)."""
@@ -76,7 +79,7 @@ class Config(NamedTuple):
   warmup: int = 2
   peak_size: int = 0
   compile_scaling: bool = True
-  memory_shape: peers.Shape = peers.Shape("lstm", 16, 8192, 64, 256)
+  memory_shape: _Shape = _Shape("lstm", 16, 8192, 64, 256)
   remat_chunks: Sequence[int] = (64, 512)
   memory_repeats: int = 3
 
@@ -147,7 +150,7 @@ def benchmark_shape(shape, config, peak_size, skipped) -> list[dict[str, Any]]:
   timings taken under the same conditions (other load, clock, heat).
   """
   modes = [m for m in config.modes if m in peers.MODES]
-  steps = {_PEAK: peers.matmul_step(peak_size)}
+  steps: dict[tuple[str, str], peers.Step] = {_PEAK: peers.matmul_step(peak_size)}
   for name in config.peers:
     for mode in modes:
       step = _build(name, peers.PEERS[name], shape, mode, skipped)

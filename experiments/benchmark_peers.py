@@ -16,19 +16,21 @@ A builder raises `ImportError` when its library is missing and `Unsupported`
 when it has no such cell or cannot run on this backend; the benchmark skips
 the peer with a note in either case.
 """
+# A peer's library may be missing (equinox is in the bench extra only), as said above.
+# pyright: reportMissingImports=false
 
-from collections.abc import Callable
 import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jaxrnn
 import numpy as np
 
+import jaxrnn
 from experiments import model as model_lib
 
 MODES = ("train", "forward")
@@ -269,8 +271,10 @@ def cudnn_peer(shape: Shape, mode: str) -> Step:
   zeros = jnp.zeros((1, batch, hidden), jnp.float32)
 
   def loss(weights, xs, targets):
-    ys, _, _ = rnn.lstm(xs, zeros, zeros, weights, seq_lengths, inputs, hidden,
-                        num_layers=1, dropout=0.0, bidirectional=False)
+    # jax's partial(custom_vjp, ...) decorator hides lstm's return type.
+    ys, _, _ = rnn.lstm(  # pyright: ignore[reportGeneralTypeIssues]
+        xs, zeros, zeros, weights, seq_lengths, inputs, hidden,
+        num_layers=1, dropout=0.0, bidirectional=False)
     return _mse(ys, targets)
 
   return jax_step(loss, weights, xs, targets, mode, "jax.experimental.rnn.lstm (cuDNN)")
@@ -308,7 +312,8 @@ def scan_floor_peer(shape: Shape, mode: str) -> Step:
     return jax.lax.scan(step, jnp.zeros((shape.batch, hidden), xs.dtype), xs @ w_x)[1]
 
   def loss(params, xs, targets):
-    return _mse(forward(*params, xs), targets)
+    w_x, w_h = params
+    return _mse(forward(w_x, w_h, xs), targets)
 
   def grad(params, xs, targets):
     w_x, w_h = params

@@ -20,12 +20,12 @@ The norms come from `jaxrnn.bptt(..., return_hidden_grad_norms=True)`. Writes
 import json
 import os
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app
+from absl import flags
 
 import jaxrnn
 
@@ -73,12 +73,14 @@ def run(seq_len, hidden_size, input_size, batch_size, seed, explode_ratio, clip_
 
   model = jaxrnn.rnn(hidden_size)
   base_params = model.init(k_p, input_size)
-  for gain in np.arange(1.0, 8.01, 0.25):
-    params = scale_recurrent(base_params, float(gain))
+  gain = 1.0
+  while True:  # Gains 1, 1.25, ..., 8, up to the first that explodes.
+    params = scale_recurrent(base_params, gain)
     norms, grads = norms_fn(model, params, xs, target)
     ratio = float(norms[0] / norms[-1])
-    if ratio >= explode_ratio:
+    if ratio >= explode_ratio or gain >= 8.0:
       break
+    gain += 0.25
   grad_norm = float(optax.global_norm(grads))
   clipped, _ = optax.clip_by_global_norm(clip_norm).update(grads, optax.EmptyState())
   scale = float(optax.global_norm(clipped)) / grad_norm

@@ -1,7 +1,8 @@
 """The experiments' model: embedding (for tokens) -> recurrent core -> dense readout."""
 
 import inspect
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,14 @@ class SequenceModel(NamedTuple):
   apply: Callable[..., jax.Array]
   core: Any
   readout: Any
+
+
+def _embedding(params: ModelParams) -> jax.Array:
+  """The token embeddings of a token model's parameters."""
+  if params.embedding is None:
+    raise ValueError("params.embedding is None: a model built with tokens=False reads"
+                     " float features, not tokens.")
+  return params.embedding
 
 
 def takes_option(cell: str, option: str) -> bool:
@@ -98,7 +107,7 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
                        readout=readout.init(k_readout, core.output_size))
 
   def apply(params: ModelParams, inputs: jax.Array, rng=None) -> jax.Array:
-    xs = params.embedding[inputs] if tokens else inputs
+    xs = _embedding(params)[inputs] if tokens else inputs
     _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
     return readout.apply(params.readout, ys)
 
@@ -123,13 +132,14 @@ def sample_text(model: SequenceModel, params: ModelParams, vocab: str, prompt: s
   """
   lookup = {c: i for i, c in enumerate(vocab)}
   prompt_ids = jnp.asarray([[lookup[c]] for c in prompt], jnp.int32)  # [T, 1]
-  state, ys = jaxrnn.unroll(model.core, params.core, params.embedding[prompt_ids])
+  embedding = _embedding(params)
+  state, ys = jaxrnn.unroll(model.core, params.core, embedding[prompt_ids])
   logits = model.readout.apply(params.readout, ys[-1:])[0]
 
   def step(carry, step_key):
     state, logits = carry
     token = jax.random.categorical(step_key, logits / temperature)
-    state, y = model.core.step(params.core, state, params.embedding[token])
+    state, y = model.core.step(params.core, state, embedding[token])
     return (state, model.readout.apply(params.readout, y[None])[0]), token[0]
 
   _, tokens = jax.lax.scan(step, (state, logits), jax.random.split(key, length))

@@ -15,7 +15,8 @@ error of the final prediction (adding) or the cross-entropy per step in nats
 import functools
 import math
 import os
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -184,9 +185,10 @@ def read_corpus(data_path: Optional[str]) -> str:
     with open(data_path, encoding="utf-8") as f:
       text = f.read()
   except UnicodeDecodeError as e:
-    raise ValueError(f"--data_path={data_path}: not UTF-8 text ({e.reason} at byte {e.start}).")
+    raise ValueError(
+        f"--data_path={data_path}: not UTF-8 text ({e.reason} at byte {e.start}).") from e
   except OSError as e:
-    raise ValueError(f"--data_path={data_path}: cannot read it ({e.strerror}).")
+    raise ValueError(f"--data_path={data_path}: cannot read it ({e.strerror}).") from e
   if not text:
     raise ValueError(f"--data_path={data_path}: the file is empty.")
   return text

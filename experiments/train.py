@@ -14,11 +14,12 @@ left out); see BUILD.md.
 import logging as std_logging
 import os
 import sys
+from typing import NoReturn
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 
 import jaxrnn
 from experiments import checkpoints
@@ -42,13 +43,14 @@ SEQ_LEN = flags.DEFINE_integer(
 BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Sequences per batch.",
                                   lower_bound=1)
 STEPS = flags.DEFINE_integer("steps", _DEFAULTS.steps, "Training steps.", lower_bound=1)
-OPTIMIZER = flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, ["sgd", "adam", "rmsprop", "adagrad"],
-                              "Update rule.")
+OPTIMIZER = flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer,
+                              ["sgd", "adam", "rmsprop", "adagrad"], "Update rule.")
 LEARNING_RATE = flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
                                    "Peak learning rate.", lower_bound=1e-12)
 MOMENTUM = flags.DEFINE_float("momentum", None, "Momentum of sgd and rmsprop.",
                               lower_bound=0.0, upper_bound=1.0)
-SCHEDULE = flags.DEFINE_enum("schedule", _DEFAULTS.schedule, ["constant", "cosine", "warmup_cosine"],
+SCHEDULE = flags.DEFINE_enum("schedule", _DEFAULTS.schedule,
+                             ["constant", "cosine", "warmup_cosine"],
                              "Learning-rate schedule over --steps.")
 WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", _DEFAULTS.warmup_steps,
                                     "Linear warmup steps of warmup_cosine.", lower_bound=0)
@@ -93,7 +95,8 @@ def _check_seq_len(values):
   minimum = tasks.MIN_SEQ_LEN[values["task"]]
   if seq_len is not None and seq_len < minimum:
     raise flags.ValidationError(
-        f"--seq_len={seq_len} is too short for --task={values['task']}: it needs at least {minimum}.")
+        f"--seq_len={seq_len} is too short for --task={values['task']}: it needs at least"
+        f" {minimum}.")
   return True
 
 
@@ -151,7 +154,7 @@ def _show_only_own_info_logs():
       lambda record: record.levelno >= std_logging.WARNING or record.pathname.startswith(here))
 
 
-def _fail(message: str):
+def _fail(message: str) -> NoReturn:
   """Exits with one line on stderr, no traceback."""
   sys.stderr.write(f"train: error: {message}\n")
   sys.exit(2)

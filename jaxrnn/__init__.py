@@ -56,6 +56,7 @@ from jaxrnn._src.rnn import rnn
 from jaxrnn._src.truncated import truncated_value_and_grad
 from jaxrnn._src.unroll import unroll
 
+# isort: split
 from jaxrnn import interop
 from jaxrnn import kernel
 from jaxrnn import parallel

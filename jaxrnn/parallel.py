@@ -1,4 +1,4 @@
-"""Data parallelism over every device with jax.sharding, and multi-process runs with jax.distributed."""
+"""Data parallelism over every device with jax.sharding; multi-process runs with jax.distributed."""
 
 from jaxrnn._src.parallel import DATA_AXIS
 from jaxrnn._src.parallel import batch_sharding

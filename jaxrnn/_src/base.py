@@ -16,28 +16,28 @@ State = Any
 class InitFn(Protocol):
   """``init(key, input_size) -> params``."""
 
-  def __call__(self, key: Array, input_size: int) -> Params:
+  def __call__(self, key: Array, input_size: int, /) -> Params:
     ...
 
 
 class InitialStateFn(Protocol):
   """``initial_state(params, batch_size) -> state``; ``batch_size=None`` is unbatched."""
 
-  def __call__(self, params: Params, batch_size: Optional[int]) -> State:
+  def __call__(self, params: Params, batch_size: Optional[int], /) -> State:
     ...
 
 
 class StepFn(Protocol):
   """``step(params, state, x) -> (new_state, y)`` for one time step."""
 
-  def __call__(self, params: Params, state: State, x: Array) -> tuple[State, Array]:
+  def __call__(self, params: Params, state: State, x: Array, /) -> tuple[State, Array]:
     ...
 
 
 class InputSizeFn(Protocol):
   """``input_size(params) -> int``, read from the parameters, or None where they don't say."""
 
-  def __call__(self, params: Params) -> Optional[int]:
+  def __call__(self, params: Params, /) -> Optional[int]:
     ...
 
 
@@ -45,14 +45,14 @@ class ForwardFn(Protocol):
   """``forward(params, xs, state, ctx) -> (final_state, ys)`` over time-major ``xs``."""
 
   def __call__(self, params: Params, xs: Array, state: State,
-               ctx: "Context") -> tuple[State, Array]:
+               ctx: "Context", /) -> tuple[State, Array]:
     ...
 
 
 class NormProbeFn(Protocol):
   """``norm_probe(T, B, dtype) -> probe``: zeros shaped like the model's hidden-gradient norms."""
 
-  def __call__(self, T: int, B: int, dtype: Any) -> PyTree:
+  def __call__(self, T: int, B: int, dtype: Any, /) -> PyTree:
     ...
 
 

@@ -1,5 +1,7 @@
 """`bptt`: the explicit, hand-derived backward of `unroll`."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -15,7 +17,7 @@ def _describe_model(model):
 
 def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None,
          resets=None, reverse=False, time_major=True, rng=None, remat_chunk=None,
-         scan_unroll=1, state_grad_clip=None, return_hidden_grad_norms=False):
+         scan_unroll=1, state_grad_clip=None, return_hidden_grad_norms=False) -> tuple[Any, ...]:
   r"""Backpropagation through time, derived by hand for every cell.
 
   Returns what ``jax.vjp`` of `unroll` returns for the cotangent

@@ -1,7 +1,7 @@
 """The built-in cells by name, so that experiments and benchmarks find new ones."""
 
-from collections.abc import Callable, Mapping
 import types
+from collections.abc import Callable, Mapping
 
 from jaxrnn._src import base
 from jaxrnn._src import gru

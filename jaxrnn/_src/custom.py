@@ -1,6 +1,7 @@
 """`custom_cell`: bring your own step, with or without a hand-written backward."""
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -121,11 +122,6 @@ def custom_cell(init: base.InitFn, step: base.StepFn, *, output_size: int,
     new_state, y = run_step(params, state, x)
     return new_state, CustomResidual(x, y)
 
-  def recur_bwd(params, w_t, state, new_state, res, d_new_state, d_y):
-    del w_t
-    d_params, d_state, d_x = step_vjp(params, state, res.x, new_state, d_new_state, d_y)
-    return recurrence.StepGrads(d_state, d_x, d_params)
-
   def grad_norm(d_new_state, d_y):
     leaves = jax.tree.leaves(d_new_state) + [d_y]
     return jnp.sqrt(sum(jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=-1) for d in leaves))
@@ -134,7 +130,7 @@ def custom_cell(init: base.InitFn, step: base.StepFn, *, output_size: int,
       project=lambda params, xs, one_step=False: xs,
       recur=recur,
       output=lambda new_state, res: res.y,
-      recur_bwd=recur_bwd if step_vjp is not None else None,
+      recur_bwd=_recur_bwd(step_vjp) if step_vjp is not None else None,
       param_grads=None,
       transposed_weights=lambda params: None,
       grad_norm=grad_norm)
@@ -158,3 +154,14 @@ def custom_cell(init: base.InitFn, step: base.StepFn, *, output_size: int,
     return run_step(params, state, x)
 
   return model._replace(step=model_step)
+
+
+def _recur_bwd(step_vjp: StepVjpFn) -> recurrence.RecurBwdFn:
+  """The kernel's reverse step, from a custom cell's ``step_vjp``."""
+
+  def recur_bwd(params, w_t, state, new_state, res, d_new_state, d_y):
+    del w_t
+    d_params, d_state, d_x = step_vjp(params, state, res.x, new_state, d_new_state, d_y)
+    return recurrence.StepGrads(d_state, d_x, d_params)
+
+  return recur_bwd

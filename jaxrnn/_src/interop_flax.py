@@ -75,7 +75,7 @@ def _check_functions(cell, kind, argument):
                      " sigmoids.")
   activation = _activation_name(cell.activation_fn)
   allowed = ("tanh", "relu") if kind == "simple" else ("tanh",)
-  if activation not in allowed:
+  if activation is None or activation not in allowed:
     raise ValueError(f"{argument}: activation_fn must be {' or '.join(allowed)} for a jaxrnn"
                      f" {kind} cell, got {cell.activation_fn!r}.")
   if getattr(cell, "residual", False):

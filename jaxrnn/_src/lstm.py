@@ -116,7 +116,7 @@ def lstm(hidden_size, *, forget_bias=1.0, bias=True, recurrent_init="uniform",
 
   def init(key, input_size):
     w_x, w_h, b_x, b_h = gates.init_weights(key, input_size, H, 4, bias, recurrent_init)
-    if bias:
+    if b_x is not None and b_h is not None:  # bias=True
       b_x = b_x.at[H:2 * H].set(forget_bias)
       b_h = b_h.at[H:2 * H].set(0.0)
     elif forget_bias != 0.0:

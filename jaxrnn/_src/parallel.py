@@ -10,7 +10,8 @@ the loss function needs no collectives and no `axis_name`:
     state = jaxrnn.parallel.replicate(mesh, jaxrnn.training.init_train_state(params, opt, key))
     step = jaxrnn.parallel.data_parallel(jaxrnn.training.make_train_step(loss_fn, opt, jit=False),
                                 mesh, batch_axis=Batch(inputs=1, targets=0))
-    state, metrics = step(state, jaxrnn.parallel.shard_batch(mesh, batch, Batch(inputs=1, targets=0)))
+    batch = jaxrnn.parallel.shard_batch(mesh, batch, Batch(inputs=1, targets=0))
+    state, metrics = step(state, batch)
 
 jaxrnn is time-major, so the batch axis of an `[T, B, F]` sequence is 1. A
 per-example target such as `[B, 1]` has its batch axis at 0. For this reason
@@ -24,7 +25,8 @@ a global batch that every process can draw (`shard_batch`) or read by its own
 data loader (`shard_local_batch`, rows `process_batch_slice`).
 """
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -76,10 +78,12 @@ def initialize_distributed(
     raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
   if process_id is not None and process_id < 0:
     raise ValueError(f"process_id must be >= 0, got {process_id}.")
-  if None not in (process_id, num_processes) and process_id >= num_processes:
+  if process_id is not None and num_processes is not None and process_id >= num_processes:
     raise ValueError(
         f"process_id must be in [0, num_processes={num_processes}), got {process_id}.")
-  if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+  # jax.config's options are attributes made at run time, which its type does not list.
+  collectives = jax.config.jax_cpu_collectives_implementation  # pyright: ignore[reportAttributeAccessIssue]
+  if collectives in (None, "", "none"):
     # Without cross-process collectives, CPU processes cannot all-reduce gradients.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(
@@ -88,8 +92,9 @@ def initialize_distributed(
       initialization_timeout=initialization_timeout)
 
 
+# jax.Device is jaxlib's class, re-exported as a plain variable that a type cannot name.
 def make_mesh(num_devices: Optional[int] = None, *,
-              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:  # pyright: ignore[reportInvalidTypeForm]
   """A one-axis mesh named "data" over `num_devices` devices.
 
   The devices are ordered by process, so each process's devices hold a
@@ -218,7 +223,9 @@ def process_batch_slice(mesh: Mesh, global_batch_size: int) -> slice:
         f"devices; use a batch size divisible by {mesh.size}.")
   sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
   index_map = sharding.addressable_devices_indices_map((global_batch_size,))
-  starts = sorted({index[0].start or 0 for index in index_map.values()})
+  # JAX types each index as Optional, but a NamedSharding gives every device one.
+  starts = sorted({index[0].start or 0  # pyright: ignore[reportOptionalSubscript]
+                   for index in index_map.values()})
   rows = global_batch_size // mesh.size
   if not starts:
     raise ValueError("this process has no device in the mesh.")

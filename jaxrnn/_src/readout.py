@@ -1,7 +1,8 @@
 """A per-step dense readout."""
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,8 @@ lets the tests check autodiff against it. A kernel without ``recur_bwd``
 (a `custom_cell` without ``step_vjp``) is differentiated by JAX instead.
 """
 
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ class ProjectFn(Protocol):
   input, projected inside the loop.
   """
 
-  def __call__(self, params: base.Params, xs: Array, one_step: bool = False) -> PyTree:
+  def __call__(self, params: base.Params, xs: Array, /, one_step: bool = False) -> PyTree:
     ...
 
 
@@ -63,14 +64,14 @@ class RecurFn(Protocol):
   """
 
   def __call__(self, params: base.Params, state: base.State,
-               gx_t: PyTree) -> tuple[base.State, PyTree]:
+               gx_t: PyTree, /) -> tuple[base.State, PyTree]:
     ...
 
 
 class OutputFn(Protocol):
   """``output(new_state, res) -> y``; works on one step or stacked over time."""
 
-  def __call__(self, new_state: base.State, res: PyTree) -> Array:
+  def __call__(self, new_state: base.State, res: PyTree, /) -> Array:
     ...
 
 
@@ -84,7 +85,7 @@ class RecurBwdFn(Protocol):
 
   def __call__(self, params: base.Params, w_t: PyTree, state: base.State,
                new_state: base.State, res: PyTree, d_new_state: base.State,
-               d_y: Array) -> StepGrads:
+               d_y: Array, /) -> StepGrads:
     ...
 
 
@@ -95,14 +96,14 @@ class ParamGradsFn(Protocol):
   """
 
   def __call__(self, params: base.Params, xs: Array, states: base.State, res: PyTree,
-               d_pre: PyTree) -> tuple[base.Params, Array]:
+               d_pre: PyTree, /) -> tuple[base.Params, Array]:
     ...
 
 
 class GradNormFn(Protocol):
   """``grad_norm(d_new_state, d_y) -> [B]``: the norm `bptt` reports for a step."""
 
-  def __call__(self, d_new_state: base.State, d_y: Array) -> Array:
+  def __call__(self, d_new_state: base.State, d_y: Array, /) -> Array:
     ...
 
 
@@ -269,7 +270,7 @@ def _scan_backward(kernel, opts, params, steps, h_start, h0, states, res, d_ys, 
       d_pass = sequences.batch_where(m_t, zeros, d_h)
       d_y = jnp.where(m_t[:, None], d_y, jnp.zeros((), d_y.dtype))
     else:
-      d_new = d_h
+      d_new, d_pass = d_h, None
     grads = kernel.recur_bwd(params, w_t, state_t, new_t, res_t, d_new, d_y)
     d_in = grads.d_state
     if per_step_params:
@@ -278,7 +279,7 @@ def _scan_backward(kernel, opts, params, steps, h_start, h0, states, res, d_ys, 
       zeros = base.tree_zeros_like(d_in)
       d_h0 = base.tree_add(d_h0, sequences.batch_where(r_t, d_in, zeros))
       d_in = sequences.batch_where(r_t, zeros, d_in)
-    if m_t is not None:
+    if d_pass is not None:
       d_in = base.tree_add(d_in, d_pass)
     d_in = clip_state_grad(d_in, opts.state_grad_clip)
     norm = kernel.grad_norm(d_new, d_y) if with_norms else None

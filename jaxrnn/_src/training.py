@@ -15,7 +15,8 @@ A training step is a pure function of `(TrainState, batch)`, so it can be
 jitted, vmapped over seeds or wrapped for data parallelism as it is.
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp

@@ -43,7 +43,8 @@ DEEPBENCH_SHAPES = "lstm:128:25:1024:1024,gru:32:1500:1024:1024,lstm:4:150:256:2
 MODES = ("train", "forward", "memory")
 _PEAK = ("peak", "matmul")
 
-_SHAPES = flags.DEFINE_string("shapes", DEFAULT_SHAPES, "Comma-separated cell:B:T:I:H.")
+_SHAPES = flags.DEFINE_string("shapes", DEFAULT_SHAPES,
+                             "Comma-separated cell:B:T:I:H, with cell any name in jaxrnn.CELLS.")
 _DEEPBENCH = flags.DEFINE_bool(
     "deepbench", True, "Also run the DeepBench shapes when the backend is a GPU.")
 _MODE = flags.DEFINE_list("mode", ["train", "forward"],

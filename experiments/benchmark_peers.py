@@ -8,12 +8,18 @@ mean squared error between every output `ys [T, B, H]` and a fixed target. The
 time, so the compile time is measured apart from the run time); PyTorch runs
 eagerly with `loss.backward()`.
 
+A shape's cell is any name in `jaxrnn.CELLS`, so a new built-in cell is timed
+by the jaxrnn rows without editing this file. The other peers run the cells
+their library has (the tables below).
+
 A builder raises `ImportError` when its library is missing and `Unsupported`
 when it has no such cell or cannot run on this backend; the benchmark skips
 the peer with a note in either case.
 """
 
 from collections.abc import Callable
+import functools
+import math
 import os
 import time
 from typing import Any, NamedTuple
@@ -23,17 +29,23 @@ import jax.numpy as jnp
 import jaxrnn
 import numpy as np
 
-CELLS = ("lstm", "gru", "rnn")
+from experiments import model as model_lib
+
 MODES = ("train", "forward")
-# Matmul width of each cell, in units of H: the gates computed by `x @ w_x` and `h @ w_h`.
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# The cells each peer library has: the jaxrnn cell's name, and the peer's class for it.
+FLAX_CELLS = {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "rnn": "SimpleCell"}
+EQUINOX_CELLS = {"lstm": "LSTMCell", "gru": "GRUCell"}
+HAIKU_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "VanillaRNN"}
+TORCH_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+CUDNN_CELLS = {"lstm": "lstm"}
 
 
 class Shape(NamedTuple):
   """One benchmark problem.
 
   Attributes:
-    cell: `"lstm"`, `"gru"` or `"rnn"` (Elman, tanh).
+    cell: a name in `jaxrnn.CELLS`, built with its defaults (`"rnn"` is the
+      tanh Elman RNN).
     batch: B.
     time: T, the sequence length.
     inputs: I, the input size.
@@ -78,23 +90,38 @@ def parse_shapes(text: str) -> list[Shape]:
   shapes = []
   for item in filter(None, (s.strip() for s in text.split(","))):
     fields = item.split(":")
-    if len(fields) != 5 or fields[0] not in CELLS:
+    if len(fields) != 5 or fields[0] not in jaxrnn.CELLS:
       raise ValueError(
-          f"Shape {item!r} should read cell:B:T:I:H with cell in {CELLS}, "
+          f"Shape {item!r} should read cell:B:T:I:H with cell in {tuple(jaxrnn.CELLS)}, "
           "e.g. 'lstm:32:100:64:256'.")
     shapes.append(Shape(fields[0], *(int(f) for f in fields[1:])))
   return shapes
+
+
+@functools.lru_cache
+def matmul_weights(shape: Shape) -> int:
+  """Elements of the jaxrnn cell's weight matrices (its 2-D parameters) at `shape`.
+
+  Each one multiplies a `[B, rows]` operand once per step: `w_x [I, G*H]` the
+  input and `w_h [H, G*H]` the state, so the count is `(I + H) * G * H`, with
+  G = 4 gates for the LSTM, 3 for the GRU and 1 for the Elman RNN. It is read
+  from the parameters' shapes (`jax.eval_shape`, nothing is computed), so a new
+  cell in `jaxrnn.CELLS` needs no entry here.
+  """
+  model = jaxrnn.CELLS[shape.cell](shape.hidden)
+  params = jax.eval_shape(lambda key: model.init(key, shape.inputs), jax.random.key(0))
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(params) if len(p.shape) == 2)
 
 
 def flops(shape: Shape, mode: str) -> float:
   """Floating point operations of one step, counting the matmuls only.
 
   Forward: each of the T steps multiplies `x [B, I]` by `w_x [I, G*H]` and
-  `h [B, H]` by `w_h [H, G*H]`, so forward = 2 * T * B * (I + H) * G * H, with
-  G = 4 gates for the LSTM, 3 for the GRU and 1 for the Elman RNN. Train =
-  3 * forward: the backward pass multiplies by each weight twice more (for the
-  gradient of the activations and of the weights). Elementwise gate maths is
-  left out, as in DeepBench.
+  `h [B, H]` by `w_h [H, G*H]`, so forward = 2 * T * B * (I + H) * G * H
+  (`matmul_weights` is `(I + H) * G * H`). Train = 3 * forward: the backward
+  pass multiplies by each weight twice more (for the gradient of the
+  activations and of the weights). Elementwise gate maths is left out, as in
+  DeepBench.
 
   Args:
     shape: the problem.
@@ -103,9 +130,15 @@ def flops(shape: Shape, mode: str) -> float:
   Returns:
     The count, as a float.
   """
-  forward = 2.0 * shape.time * shape.batch * (shape.inputs + shape.hidden) * (
-      GATES[shape.cell] * shape.hidden)
+  forward = 2.0 * shape.time * shape.batch * matmul_weights(shape)
   return 3.0 * forward if mode == "train" else forward
+
+
+def _peer_cell(shape: Shape, library: str, cells: dict[str, str]) -> str:
+  """The name of `library`'s class for the shape's cell; `Unsupported` if it has none."""
+  if shape.cell not in cells:
+    raise Unsupported(f"{library} has no {shape.cell} cell (it has {', '.join(cells)})")
+  return cells[shape.cell]
 
 
 def _data(shape: Shape, time_major: bool = True):
@@ -132,13 +165,21 @@ def jax_step(loss_fn, params, xs, targets, mode: str, label: str) -> Step:
       label=label, compile_s=compile_s, compiled=compiled)
 
 
+def _jaxrnn_cell(shape: Shape, dtype) -> jaxrnn.Model:
+  """`jaxrnn.CELLS[shape.cell]` at the shape's H, with its defaults and `dtype` if not None."""
+  if dtype is None:
+    return jaxrnn.CELLS[shape.cell](shape.hidden)
+  if not model_lib.takes_option(shape.cell, "dtype"):
+    raise Unsupported(f"jaxrnn's {shape.cell} cell takes no dtype")
+  return jaxrnn.CELLS[shape.cell](shape.hidden, dtype=dtype)
+
+
 def jaxrnn_peer(backward: str = "bptt", remat_chunk: int | None = None,
                 dtype=None) -> Builder:
   """jaxrnn: `jax.grad` of a loss through `jaxrnn.unroll`."""
 
   def build(shape: Shape, mode: str) -> Step:
-    factory = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.rnn}[shape.cell]
-    model = factory(shape.hidden) if dtype is None else factory(shape.hidden, dtype=dtype)
+    model = _jaxrnn_cell(shape, dtype)
     params = model.init(jax.random.key(0), shape.inputs)
     xs, targets = _data(shape)
 
@@ -160,9 +201,9 @@ def jaxrnn_peer(backward: str = "bptt", remat_chunk: int | None = None,
 
 def flax_peer(shape: Shape, mode: str) -> Step:
   """Flax linen: `nn.RNN` over `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`."""
+  cell_name = _peer_cell(shape, "flax.linen", FLAX_CELLS)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell,
-          "rnn": nn.SimpleCell}[shape.cell](features=shape.hidden)
+  cell = getattr(nn, cell_name)(features=shape.hidden)
   model = nn.RNN(cell, time_major=True)
   xs, targets = _data(shape)
   params = model.init(jax.random.key(0), xs)
@@ -173,11 +214,10 @@ def flax_peer(shape: Shape, mode: str) -> Step:
 
 def equinox_peer(shape: Shape, mode: str) -> Step:
   """Equinox: an unbatched cell, `vmap`ped over the batch inside `lax.scan`."""
+  cell_name = _peer_cell(shape, "equinox.nn", EQUINOX_CELLS)
   import equinox as eqx  # pylint: disable=g-import-not-at-top
-  if shape.cell == "rnn":
-    raise Unsupported("equinox.nn has no Elman RNN cell")
   lstm = shape.cell == "lstm"
-  cell_type = eqx.nn.LSTMCell if lstm else eqx.nn.GRUCell
+  cell_type = getattr(eqx.nn, cell_name)
   cell = cell_type(shape.inputs, shape.hidden, key=jax.random.key(0))
   params, static = eqx.partition(cell, eqx.is_array)
   xs, targets = _data(shape)
@@ -199,8 +239,9 @@ def equinox_peer(shape: Shape, mode: str) -> Step:
 
 def haiku_peer(shape: Shape, mode: str) -> Step:
   """Haiku: `hk.dynamic_unroll` of `hk.LSTM`, `hk.GRU`, `hk.VanillaRNN`."""
+  core_name = _peer_cell(shape, "haiku", HAIKU_CELLS)
   import haiku as hk  # pylint: disable=g-import-not-at-top
-  core_type = {"lstm": hk.LSTM, "gru": hk.GRU, "rnn": hk.VanillaRNN}[shape.cell]
+  core_type = getattr(hk, core_name)
 
   def forward(xs):
     core = core_type(shape.hidden)
@@ -220,8 +261,7 @@ def cudnn_peer(shape: Shape, mode: str) -> Step:
   from jax.experimental import rnn  # pylint: disable=g-import-not-at-top
   if jax.default_backend() != "gpu":
     raise Unsupported("jax.experimental.rnn.lstm needs cuDNN (a GPU backend)")
-  if shape.cell != "lstm":
-    raise Unsupported("jax.experimental.rnn has an LSTM only")
+  _peer_cell(shape, "jax.experimental.rnn", CUDNN_CELLS)
   batch, hidden, inputs = shape.batch, shape.hidden, shape.inputs
   weights = rnn.init_lstm_weight(jax.random.key(0), inputs, hidden, 1, False)
   xs, targets = _data(shape, time_major=False)  # cuDNN's binding is batch-major.
@@ -246,10 +286,15 @@ def scan_floor_peer(shape: Shape, mode: str) -> Step:
   are no gates, so its result means nothing; its time is the cost of the
   loop and the dots on this backend, which no scan-based peer can go below.
   Its FLOPs are those of the shape's cell, so its "% of peak" is the ceiling
-  of what such a loop reaches here.
+  of what such a loop reaches here. G is read from the jaxrnn cell's weights
+  (`matmul_weights`), so any cell in `jaxrnn.CELLS` whose weights are
+  `[I + H, G*H]` in all has this row.
   """
-  gates = GATES[shape.cell]
   hidden = shape.hidden
+  gates, rest = divmod(matmul_weights(shape), (shape.inputs + hidden) * hidden)
+  if rest or not gates:
+    raise Unsupported(f"the {shape.cell} cell's weights are not [I + H, G*H], the matmuls this"
+                      " loop times")
   ki, kh = jax.random.split(jax.random.key(0))
   scale = 1.0 / np.sqrt(hidden)
   params = (scale * jax.random.normal(ki, (shape.inputs, gates * hidden)),
@@ -285,6 +330,7 @@ def scan_floor_peer(shape: Shape, mode: str) -> Step:
 
 def torch_peer(shape: Shape, mode: str) -> Step:
   """PyTorch `nn.LSTM`, `nn.GRU`, `nn.RNN` (eager; CUDA when JAX runs on a GPU)."""
+  module_name = _peer_cell(shape, "torch.nn", TORCH_CELLS)
   import torch  # pylint: disable=g-import-not-at-top
   if jax.default_backend() == "gpu":
     if not torch.cuda.is_available():
@@ -294,8 +340,7 @@ def torch_peer(shape: Shape, mode: str) -> Step:
   else:
     device = torch.device("cpu")
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-  module_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU,
-                 "rnn": torch.nn.RNN}[shape.cell]
+  module_type = getattr(torch.nn, module_name)
   torch.manual_seed(0)
   model = module_type(shape.inputs, shape.hidden).to(device)  # time-major by default
   xs, targets = (torch.tensor(np.asarray(a), device=device) for a in _data(shape))
@@ -341,8 +386,7 @@ def bf16_gradient_error(shape: Shape) -> float:
   Returns:
     ||g_bf16 - g_f32|| / ||g_f32||, over all parameters at once.
   """
-  factory = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.rnn}[shape.cell]
-  model32 = factory(shape.hidden)
+  model32 = _jaxrnn_cell(shape, None)
   params = model32.init(jax.random.key(0), shape.inputs)
   xs, targets = _data(shape)
 
@@ -350,7 +394,7 @@ def bf16_gradient_error(shape: Shape) -> float:
     loss = lambda params: _mse(jaxrnn.unroll(model, params, xs)[1], targets)
     return jax.jit(jax.grad(loss))(params)
 
-  g16 = grad(factory(shape.hidden, dtype=jnp.bfloat16))
+  g16 = grad(_jaxrnn_cell(shape, jnp.bfloat16))
   g32 = grad(model32)
   norm = lambda tree: jnp.sqrt(sum(
       jnp.sum(jnp.square(a.astype(jnp.float32))) for a in jax.tree.leaves(tree)))

@@ -1,13 +1,12 @@
 """The experiments' model: embedding (for tokens) -> recurrent core -> dense readout."""
 
+import inspect
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 import jaxrnn
-
-CELLS = {"rnn": jaxrnn.rnn, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
 
 
 class ModelParams(NamedTuple):
@@ -38,12 +37,42 @@ class SequenceModel(NamedTuple):
   readout: Any
 
 
+def takes_option(cell: str, option: str) -> bool:
+  """Whether the constructor ``jaxrnn.CELLS[cell]`` has a parameter ``option``, by its signature."""
+  parameters = inspect.signature(jaxrnn.CELLS[cell]).parameters.values()
+  return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def make_cell(cell: str, hidden_size: int, **options: Any) -> jaxrnn.Model:
+  """``jaxrnn.CELLS[cell](hidden_size, **options)``, passing each option only where it is taken.
+
+  Options such as ``activation`` or ``dtype`` exist for some cells only; the
+  others are built without them, so that one setting serves every cell.
+
+  Args:
+    cell: a name in `jaxrnn.CELLS`.
+    hidden_size: H.
+    **options: keyword options of the constructors.
+
+  Returns:
+    The cell, a `jaxrnn.Model`.
+
+  Raises:
+    ValueError: ``cell`` is not in `jaxrnn.CELLS`.
+  """
+  if cell not in jaxrnn.CELLS:
+    raise ValueError(f"--cell={cell!r}: expected one of jaxrnn.CELLS: {', '.join(jaxrnn.CELLS)}.")
+  taken = {name: value for name, value in options.items() if takes_option(cell, name)}
+  return jaxrnn.CELLS[cell](hidden_size, **taken)
+
+
 def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int,
                    output_size: int, *, tokens: bool, embed_size: int = 32) -> SequenceModel:
   """Builds the model.
 
   Args:
-    cell: "rnn" (tanh), "lstm" or "gru".
+    cell: a name in `jaxrnn.CELLS` ("rnn" is the tanh Elman RNN), built with
+      its defaults.
     hidden_size: units per layer.
     num_layers: 1 gives a bare cell, more a `jaxrnn.stack`.
     input_size: feature size, or the vocabulary size when `tokens`.
@@ -53,8 +82,11 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
 
   Returns:
     A `SequenceModel`.
+
+  Raises:
+    ValueError: ``cell`` is not in `jaxrnn.CELLS`.
   """
-  layers = [CELLS[cell](hidden_size) for _ in range(num_layers)]
+  layers = [make_cell(cell, hidden_size) for _ in range(num_layers)]
   core = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
   readout = jaxrnn.dense(output_size)
   core_input_size = embed_size if tokens else input_size

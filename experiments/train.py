@@ -28,8 +28,8 @@ from experiments import trainer
 _DEFAULTS = trainer.Config()
 
 TASK = flags.DEFINE_enum("task", _DEFAULTS.task, tasks.TASKS, "Task to train on.")
-CELL = flags.DEFINE_enum("cell", _DEFAULTS.cell, ["rnn", "lstm", "gru"],
-                         "Recurrent cell (rnn is the tanh Elman RNN).")
+CELL = flags.DEFINE_enum("cell", _DEFAULTS.cell, list(jaxrnn.CELLS),
+                         "Recurrent cell, any of jaxrnn.CELLS (rnn is the tanh Elman RNN).")
 HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", _DEFAULTS.hidden_size, "Units per layer.",
                                    lower_bound=1)
 NUM_LAYERS = flags.DEFINE_integer("num_layers", _DEFAULTS.num_layers, "Stacked layers.",
@@ -124,7 +124,7 @@ def main(argv):
   distributed = (COORDINATOR_ADDRESS.value, NUM_PROCESSES.value, PROCESS_ID.value)
   if any(value is not None for value in distributed):
     try:
-      jaxrnn.initialize_distributed(*distributed)
+      jaxrnn.parallel.initialize_distributed(*distributed)
     except ValueError as e:
       _fail(f"cannot join a multi-process run ({e}); pass --coordinator_address, "
             "--num_processes and --process_id, or launch under Slurm, Open MPI or on TPU.")

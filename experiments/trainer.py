@@ -49,7 +49,7 @@ class ConfigError(ValueError):
 class Config:
   """A training run's settings; the flags of `experiments.train` mirror them."""
   task: str = "charlm"
-  cell: str = "lstm"
+  cell: str = "lstm"  # a name in jaxrnn.CELLS
   hidden_size: int = 128
   num_layers: int = 1
   embed_size: int = 32
@@ -82,9 +82,9 @@ class Experiment(NamedTuple):
   Attributes:
     task: the `tasks.Task`.
     model: the `model.SequenceModel`.
-    optimizer: the `optax.GradientTransformation` from `jaxrnn.make_optimizer`.
+    optimizer: the `optax.GradientTransformation` from `jaxrnn.training.make_optimizer`.
     train_step: ``(TrainState, Batch) -> (TrainState, metrics)``, data-parallel
-      over `mesh`; the state must be replicated on it (`jaxrnn.replicate`).
+      over `mesh`; the state must be replicated on it (`jaxrnn.parallel.replicate`).
     eval_step: ``(params, Batch) -> metrics``, likewise.
     mesh: the devices the steps run on.
   """
@@ -105,26 +105,29 @@ def build(config: Config) -> Experiment:
   try:
     task = tasks.make_task(config.task, config.seq_len, eval_size=config.eval_size,
                            data_path=config.data_path)
-    learning_rate = jaxrnn.make_schedule(
+    learning_rate = jaxrnn.training.make_schedule(
         config.learning_rate, config.schedule, total_steps=config.steps,
         warmup_steps=config.warmup_steps)
-    optimizer = jaxrnn.make_optimizer(
+    optimizer = jaxrnn.training.make_optimizer(
         config.optimizer, learning_rate, momentum=config.momentum,
         clip_norm=config.clip_norm or None, clip_value=config.clip_value or None,
         adaptive_clip=config.adaptive_clip or None)
   except ValueError as e:
     raise ConfigError(str(e)) from e
   try:
-    mesh = jaxrnn.make_mesh(config.num_devices)
+    mesh = jaxrnn.parallel.make_mesh(config.num_devices)
   except ValueError as e:
     raise ConfigError(f"--num_devices: {e}") from e
   if config.batch_size % mesh.size:
     raise ConfigError(
         f"--batch_size={config.batch_size} does not split evenly over {mesh.size} devices; "
         f"use a multiple of {mesh.size}, or set --num_devices.")
-  model = model_lib.sequence_model(
-      config.cell, config.hidden_size, config.num_layers, task.input_size,
-      task.output_size, tokens=task.tokens, embed_size=config.embed_size)
+  try:
+    model = model_lib.sequence_model(
+        config.cell, config.hidden_size, config.num_layers, task.input_size,
+        task.output_size, tokens=task.tokens, embed_size=config.embed_size)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
 
   def loss_fn(params, batch, rng):
     return task.loss(model.apply(params, batch.inputs, rng), batch)
@@ -132,8 +135,8 @@ def build(config: Config) -> Experiment:
   axes = batch_axes(task)
   return Experiment(
       task, model, optimizer,
-      _on_mesh(jaxrnn.make_train_step(loss_fn, optimizer, jit=False), mesh, axes),
-      _on_mesh(jaxrnn.make_eval_step(loss_fn, jit=False), mesh, axes), mesh)
+      _on_mesh(jaxrnn.training.make_train_step(loss_fn, optimizer, jit=False), mesh, axes),
+      _on_mesh(jaxrnn.training.make_eval_step(loss_fn, jit=False), mesh, axes), mesh)
 
 
 def batch_axes(task: tasks.Task) -> tasks.Batch:
@@ -147,13 +150,13 @@ def _on_mesh(step: Callable, mesh, axes: tasks.Batch) -> Callable:
   A batch whose rows do not split evenly over the devices (a short held-out
   batch) is replicated instead, and every device computes it whole.
   """
-  sharded = jaxrnn.data_parallel(step, mesh, batch_axis=axes)
-  replicated = jaxrnn.data_parallel(step, mesh, batch_axis=None)
+  sharded = jaxrnn.parallel.data_parallel(step, mesh, batch_axis=axes)
+  replicated = jaxrnn.parallel.data_parallel(step, mesh, batch_axis=None)
 
   def run(state, batch: tasks.Batch):
     if batch.inputs.shape[1] % mesh.size == 0:
-      return sharded(state, jaxrnn.shard_batch(mesh, batch, axes))
-    return replicated(state, jaxrnn.replicate(mesh, batch))
+      return sharded(state, jaxrnn.parallel.shard_batch(mesh, batch, axes))
+    return replicated(state, jaxrnn.parallel.replicate(mesh, batch))
 
   return run
 
@@ -195,8 +198,8 @@ def train(config: Config) -> dict:
 
   root = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
-  state = jaxrnn.replicate(
-      mesh, jaxrnn.init_train_state(model.init(init_key), optimizer, step_key))
+  state = jaxrnn.parallel.replicate(
+      mesh, jaxrnn.training.init_train_state(model.init(init_key), optimizer, step_key))
   manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"))
   try:
     restored = checkpoints.restore_latest(manager, state)
@@ -228,7 +231,7 @@ def train(config: Config) -> dict:
       "baseline_loss": task.baseline, "baseline": task.baseline_name,
       "loss_over_baseline": final["metric"] / task.baseline,
       "test_accuracy": final.get("accuracy"),
-      "skipped_steps": int(jaxrnn.skipped_steps(state.opt_state)),
+      "skipped_steps": int(jaxrnn.training.skipped_steps(state.opt_state)),
       "num_params": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
       "devices": mesh.size, "platform": jax.devices()[0].platform,
       "resumed_from_step": start, "wall_seconds": time.time() - start_time,
@@ -252,7 +255,7 @@ def _train_loop(config, task, train_step, eval_step, manager, state, data_key, m
   start = int(state.step)
   bar = _progress_bar(config, start)
   tick, tick_step = time.time(), start
-  skipped_seen = int(jaxrnn.skipped_steps(state.opt_state))
+  skipped_seen = int(jaxrnn.training.skipped_steps(state.opt_state))
   with open(metrics_path, "a") as metrics_file:
     for step in range(start, config.steps):
       batch = task.sample(jax.random.fold_in(data_key, step), config.batch_size)

@@ -1,20 +1,29 @@
-"""jaxrnn: pure-functional recurrent networks for JAX."""
+"""jaxrnn: pure-functional recurrent networks for JAX.
 
-# --- core (cells, unroll, bptt, composites, readout, losses) ---
-from jaxrnn._src.base import Cell
-from jaxrnn._src.base import CellConfig
+The top level holds the core: cells, `custom_cell`, composites, `unroll`,
+`bptt`, readouts and losses. The rest lives in sub-namespaces, each
+importable after a plain ``import jaxrnn``:
+
+- `jaxrnn.kernel`: the cell kit (`Kernel`, `kernel_cell`) for cells with the
+  hoisted-projection fast path and a hand-derived backward.
+- `jaxrnn.testing`: `check_cell`, the conformance suite for any model.
+- `jaxrnn.training`: optax chains, the train state and jitted steps.
+- `jaxrnn.parallel`: data parallelism over devices and processes.
+- `jaxrnn.interop`: converters to and from PyTorch, Flax and Haiku.
+"""
+
+from jaxrnn._src.base import InitFn
+from jaxrnn._src.base import InitialStateFn
 from jaxrnn._src.base import Model
+from jaxrnn._src.base import Params
+from jaxrnn._src.base import PyTree
+from jaxrnn._src.base import State
 from jaxrnn._src.base import StateGradClip
+from jaxrnn._src.base import StepFn
 from jaxrnn._src.base import clip_state_grad_by_norm
 from jaxrnn._src.base import clip_state_grad_by_value
 from jaxrnn._src.bptt import bptt
-from jaxrnn._src.cells import GRUParams
-from jaxrnn._src.cells import LSTMParams
-from jaxrnn._src.cells import LSTMState
-from jaxrnn._src.cells import RNNParams
-from jaxrnn._src.cells import gru
-from jaxrnn._src.cells import lstm
-from jaxrnn._src.cells import rnn
+from jaxrnn._src.cell_list import CELLS
 from jaxrnn._src.composites import BidirectionalConfig
 from jaxrnn._src.composites import BidirectionalParams
 from jaxrnn._src.composites import BidirectionalState
@@ -26,37 +35,82 @@ from jaxrnn._src.composites import StackState
 from jaxrnn._src.composites import bidirectional
 from jaxrnn._src.composites import learned_initial_state
 from jaxrnn._src.composites import stack
+from jaxrnn._src.custom import CustomCellConfig
+from jaxrnn._src.custom import custom_cell
+from jaxrnn._src.gru import GRUConfig
+from jaxrnn._src.gru import GRUParams
+from jaxrnn._src.gru import gru
 from jaxrnn._src.losses import sequence_cross_entropy
 from jaxrnn._src.losses import sequence_mse
+from jaxrnn._src.lstm import LSTMConfig
+from jaxrnn._src.lstm import LSTMParams
+from jaxrnn._src.lstm import LSTMState
+from jaxrnn._src.lstm import lstm
 from jaxrnn._src.readout import DenseParams
 from jaxrnn._src.readout import Readout
 from jaxrnn._src.readout import dense
 from jaxrnn._src.readout import sequence_mask
+from jaxrnn._src.rnn import RNNConfig
+from jaxrnn._src.rnn import RNNParams
+from jaxrnn._src.rnn import rnn
 from jaxrnn._src.truncated import truncated_value_and_grad
 from jaxrnn._src.unroll import unroll
 
-# --- training ---
-from jaxrnn._src.training import TrainState
-from jaxrnn._src.training import UpdateNormState
-from jaxrnn._src.training import clipped_grad_norm
-from jaxrnn._src.training import init_train_state
-from jaxrnn._src.training import make_eval_step
-from jaxrnn._src.training import make_optimizer
-from jaxrnn._src.training import make_schedule
-from jaxrnn._src.training import make_train_step
-from jaxrnn._src.training import record_update_norm
-from jaxrnn._src.training import skipped_steps
-
-# --- parallel ---
-from jaxrnn._src.parallel import DATA_AXIS
-from jaxrnn._src.parallel import batch_sharding
-from jaxrnn._src.parallel import data_parallel
-from jaxrnn._src.parallel import initialize_distributed
-from jaxrnn._src.parallel import make_mesh
-from jaxrnn._src.parallel import process_batch_slice
-from jaxrnn._src.parallel import replicate
-from jaxrnn._src.parallel import replicated_sharding
-from jaxrnn._src.parallel import shard_batch
-from jaxrnn._src.parallel import shard_local_batch
+from jaxrnn import interop
+from jaxrnn import kernel
+from jaxrnn import parallel
+from jaxrnn import testing
+from jaxrnn import training
 
 __version__ = "0.1.0"
+
+__all__ = (
+    "BidirectionalConfig",
+    "BidirectionalParams",
+    "BidirectionalState",
+    "CELLS",
+    "CustomCellConfig",
+    "DenseParams",
+    "GRUConfig",
+    "GRUParams",
+    "InitFn",
+    "InitialStateFn",
+    "LSTMConfig",
+    "LSTMParams",
+    "LSTMState",
+    "LearnedStateConfig",
+    "LearnedStateParams",
+    "Model",
+    "Params",
+    "PyTree",
+    "RNNConfig",
+    "RNNParams",
+    "Readout",
+    "StackConfig",
+    "StackParams",
+    "StackState",
+    "State",
+    "StateGradClip",
+    "StepFn",
+    "bidirectional",
+    "bptt",
+    "clip_state_grad_by_norm",
+    "clip_state_grad_by_value",
+    "custom_cell",
+    "dense",
+    "gru",
+    "interop",
+    "kernel",
+    "learned_initial_state",
+    "lstm",
+    "parallel",
+    "rnn",
+    "sequence_cross_entropy",
+    "sequence_mask",
+    "sequence_mse",
+    "stack",
+    "testing",
+    "training",
+    "truncated_value_and_grad",
+    "unroll",
+)

@@ -6,6 +6,8 @@ import os
 from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
+from absl.testing import parameterized
+import jaxrnn
 
 from experiments import benchmark
 from experiments import benchmark_peers as peers
@@ -22,6 +24,10 @@ class ShapesAndFlopsTest(absltest.TestCase):
     text = "lstm:32:100:64:256,gru:1:2:3:4,rnn:5:6:7:8"
     self.assertEqual(",".join(map(str, peers.parse_shapes(text))), text)
 
+  def test_parse_shapes_takes_every_cell_of_the_library(self):
+    for name in jaxrnn.CELLS:
+      self.assertEqual(peers.parse_shapes(f"{name}:1:2:3:4"), [peers.Shape(name, 1, 2, 3, 4)])
+
   def test_parse_shapes_rejects_bad_items(self):
     for bad in ("lstm:1:2:3", "conv:1:2:3:4", "lstm:a:2:3:4"):
       with self.assertRaises(ValueError):
@@ -33,6 +39,41 @@ class ShapesAndFlopsTest(absltest.TestCase):
     self.assertEqual(peers.flops(lstm, "train"), 3 * peers.flops(lstm, "forward"))
     self.assertEqual(peers.flops(lstm, "forward"), 4 * peers.flops(rnn, "forward"))
     self.assertEqual(3 * peers.flops(lstm, "forward"), 4 * peers.flops(gru, "forward"))
+
+
+class PeerCellsTest(parameterized.TestCase):
+
+  @parameterized.parameters(peers.flax_peer, peers.equinox_peer, peers.haiku_peer,
+                            peers.torch_peer)
+  def test_a_peer_without_the_cell_is_unsupported(self, builder):
+    with self.assertRaisesRegex(peers.Unsupported, "has no newcell cell"):
+      builder(TINY._replace(cell="newcell"), "train")
+
+  def test_a_skipped_peer_is_recorded_with_its_reason(self):
+    config = benchmark.Config(shapes=[], modes=["forward"], peers=["jaxrnn", "equinox"],
+                              out_dir="", repeats=1, warmup=1)
+    skipped = []
+    rows = benchmark.benchmark_shape(TINY._replace(cell="rnn"), config, 64, skipped)
+    self.assertEqual([r["peer"] for r in rows], ["jaxrnn"])
+    self.assertLen(skipped, 1)
+    self.assertContainsSubset(
+        {"peer": "equinox", "shape": "rnn:2:3:3:4", "mode": "forward"}.items(),
+        skipped[0].items())
+    self.assertStartsWith(skipped[0]["reason"], "Unsupported: equinox.nn has no rnn cell")
+
+  def test_every_cell_of_the_library_has_the_jaxrnn_rows(self):
+    config = benchmark.Config(
+        shapes=[TINY._replace(cell=name) for name in jaxrnn.CELLS], modes=["train"],
+        peers=["jaxrnn", "scan_floor"], out_dir=self.create_tempdir().full_path, repeats=1,
+        warmup=1, peak_size=8, compile_scaling=False)
+    results = benchmark.run(config)
+    ran = {(r["peer"], r["shape"].split(":")[0]) for r in results["rows"]}
+    self.assertContainsSubset({("jaxrnn", name) for name in jaxrnn.CELLS}, ran)
+    # scan_floor times any cell whose weights are [I + H, G*H], and says why it skips another.
+    noted = {(s["peer"], s["shape"].split(":")[0]) for s in results["skipped"]
+             if s["reason"].startswith("Unsupported")}
+    self.assertEqual(ran | noted, {(p, name) for p in config.peers for name in jaxrnn.CELLS})
+    self.assertContainsSubset({("scan_floor", name) for name in ("rnn", "lstm", "gru")}, ran)
 
 
 class BenchmarkRunTest(absltest.TestCase):

@@ -34,6 +34,18 @@ def _inputs(seed=0):
   return jax.random.normal(jax.random.key(seed), (B, T, I))
 
 
+def _custom_cell():
+  """An IndRNN as a `custom_cell`: a cell whose config no converter knows."""
+  def init(key, input_size):
+    return {"w": jax.random.normal(key, (input_size, H)), "u": jnp.full((H,), 0.5)}
+
+  def step(p, h, x):
+    h = jnp.tanh(x @ p["w"] + p["u"] * h)
+    return h, h
+
+  return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
+
+
 def _assert_trees_equal(test, a, b):
   test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -130,6 +142,16 @@ class ToFlaxTest(parameterized.TestCase):
   def test_models_the_cell_does_not_compute_are_rejected(self, make_model, cell, error, message):
     model = make_model()
     with self.assertRaisesRegex(error, message):
+      interop.to_flax(model, model.init(jax.random.key(0), I), cell)
+
+  @parameterized.named_parameters(
+      ("cell_class", nn.GRUCell), ("cell_instance", nn.LSTMCell(H)),
+      ("rnn", nn.RNN(nn.SimpleCell(H))))
+  def test_custom_cell_is_rejected(self, cell):
+    model = _custom_cell()
+    with self.assertRaisesRegex(
+        ValueError, r"^model: expected an rnn, lstm or gru cell \(config RNNConfig, LSTMConfig"
+        r" or GRUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):
       interop.to_flax(model, model.init(jax.random.key(0), I), cell)
 
   def test_params_of_another_model_are_rejected(self):

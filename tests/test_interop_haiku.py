@@ -29,6 +29,18 @@ def _randomize(tree, seed):
                             for k, x in zip(keys, leaves)])
 
 
+def _custom_cell():
+  """An IndRNN as a `custom_cell`: a cell whose config no converter knows."""
+  def init(key, input_size):
+    return {"w": jax.random.normal(key, (input_size, H)), "u": jnp.full((H,), 0.5)}
+
+  def step(p, h, x):
+    h = jnp.tanh(x @ p["w"] + p["u"] * h)
+    return h, h
+
+  return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
+
+
 def _unroll_fn(core_cls, kwargs, name=None):
   """``(xs, state) -> (ys, final)`` with ``hk.dynamic_unroll``, time-major."""
   def run(xs, state):
@@ -139,6 +151,13 @@ class ToHaikuTest(parameterized.TestCase):
   def test_models_no_core_computes_are_rejected(self, make_model, error, message):
     model = make_model()
     with self.assertRaisesRegex(error, message):
+      interop.to_haiku(model, model.init(jax.random.key(0), I))
+
+  def test_custom_cell_is_rejected(self):
+    model = _custom_cell()
+    with self.assertRaisesRegex(
+        ValueError, r"^model: expected an rnn, lstm or gru cell \(config RNNConfig, LSTMConfig"
+        r" or GRUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):
       interop.to_haiku(model, model.init(jax.random.key(0), I))
 
   def test_params_of_another_model_are_rejected(self):

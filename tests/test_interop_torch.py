@@ -51,6 +51,23 @@ def _numpy(x):
   return x.detach().numpy()
 
 
+def _custom_cell():
+  """An IndRNN as a `custom_cell`: a cell whose config no converter knows."""
+  def init(key, input_size):
+    return {"w": jax.random.normal(key, (input_size, H)), "u": jnp.full((H,), 0.5)}
+
+  def step(p, h, x):
+    h = jnp.tanh(x @ p["w"] + p["u"] * h)
+    return h, h
+
+  return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
+
+
+# Formatted with where the cell is: "" or, e.g., r" in layers\[1\]".
+_CUSTOM_CELL_MESSAGE = (r"^model: expected an rnn, lstm or gru cell{} \(config RNNConfig,"
+                        r" LSTMConfig or GRUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)")
+
+
 class FromTorchTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*CASES)
@@ -232,6 +249,30 @@ class ToTorchTest(parameterized.TestCase):
                                                           (B, H)))
     jax.tree.map(np.testing.assert_array_equal, interop.from_torch_state(model, h_n),
                  model.initial_state(params, B))
+
+  @parameterized.named_parameters(
+      ("to_torch", lambda model, params: interop.to_torch(model, params)),
+      ("to_torch_state",
+       lambda model, params: interop.to_torch_state(model, model.initial_state(params, B))),
+      ("from_torch_state",
+       lambda model, params: interop.from_torch_state(model, np.zeros((1, B, H), np.float32))),
+  )
+  def test_custom_cell_is_rejected(self, convert):
+    model = _custom_cell()
+    with self.assertRaisesRegex(ValueError, _CUSTOM_CELL_MESSAGE.format("")):
+      convert(model, model.init(jax.random.key(0), I))
+
+  @parameterized.named_parameters(
+      ("stack", lambda cell: jaxrnn.stack([jaxrnn.gru(H), cell]), r" in layers\[1\]"),
+      ("bidirectional", lambda cell: jaxrnn.bidirectional(jaxrnn.gru(H), cell),
+       " in the backward direction"),
+      ("learned_initial_state", jaxrnn.learned_initial_state, ""),
+  )
+  def test_custom_cell_in_a_composite_is_rejected(self, wrap, where):
+    model = wrap(_custom_cell())
+    params = model.init(jax.random.key(0), I)
+    with self.assertRaisesRegex(ValueError, _CUSTOM_CELL_MESSAGE.format(where)):
+      interop.to_torch_state(model, model.initial_state(params, B))
 
   def test_state_functions_need_one_cell_type(self):
     model = jaxrnn.stack([jaxrnn.gru(H), jaxrnn.rnn(H)])

@@ -102,8 +102,8 @@ def _adding_setup(hidden_size=8, time_major=True):
     mse = jnp.mean(jnp.sum((preds - batch.targets) ** 2, axis=-1))
     return mse, {"metric": mse}
 
-  optimizer = jaxrnn.make_optimizer("adam", 1e-2, clip_norm=1.0)
-  state = jaxrnn.init_train_state(init(jax.random.PRNGKey(0)), optimizer,
+  optimizer = jaxrnn.training.make_optimizer("adam", 1e-2, clip_norm=1.0)
+  state = jaxrnn.training.init_train_state(init(jax.random.PRNGKey(0)), optimizer,
                                   jax.random.PRNGKey(1))
   return loss_fn, optimizer, state
 
@@ -124,22 +124,22 @@ def _assert_trees_close(test, a, b, rtol=1e-5, atol=1e-6):
 class MeshAndShardingTest(parameterized.TestCase):
 
   def test_mesh_spans_all_devices_by_default(self):
-    mesh = jaxrnn.make_mesh()
-    self.assertEqual(mesh.axis_names, (jaxrnn.DATA_AXIS,))
+    mesh = jaxrnn.parallel.make_mesh()
+    self.assertEqual(mesh.axis_names, (jaxrnn.parallel.DATA_AXIS,))
     self.assertEqual(mesh.size, jax.device_count())
 
   @parameterized.parameters(0, -1, 10_000)
   def test_mesh_rejects_impossible_sizes(self, num_devices):
     with self.assertRaisesRegex(ValueError, "num_devices"):
-      jaxrnn.make_mesh(num_devices)
+      jaxrnn.parallel.make_mesh(num_devices)
 
   @parameterized.parameters((0, P("data")), (1, P(None, "data")),
                             (2, P(None, None, "data")), (None, P()))
   def test_batch_sharding_puts_data_on_the_batch_axis(self, axis, spec):
-    self.assertEqual(jaxrnn.batch_sharding(jaxrnn.make_mesh(), axis).spec, spec)
+    self.assertEqual(jaxrnn.parallel.batch_sharding(jaxrnn.parallel.make_mesh(), axis).spec, spec)
 
   def test_batch_sharding_per_leaf(self):
-    shardings = jaxrnn.batch_sharding(jaxrnn.make_mesh(), _AXES)
+    shardings = jaxrnn.parallel.batch_sharding(jaxrnn.parallel.make_mesh(), _AXES)
     self.assertIsInstance(shardings, tasks.Batch)
     self.assertEqual(shardings.inputs.spec, P(None, "data"))
     self.assertEqual(shardings.targets.spec, P("data"))
@@ -147,55 +147,55 @@ class MeshAndShardingTest(parameterized.TestCase):
   @parameterized.parameters(-1, 1.5, True, "1")
   def test_batch_axis_must_be_a_non_negative_int(self, axis):
     with self.assertRaisesRegex(ValueError, "batch_axis"):
-      jaxrnn.batch_sharding(jaxrnn.make_mesh(), axis)
+      jaxrnn.parallel.batch_sharding(jaxrnn.parallel.make_mesh(), axis)
 
   def test_batch_axis_must_be_a_prefix_of_the_batch(self):
     with self.assertRaisesRegex(ValueError, "prefix"):
-      jaxrnn.shard_batch(jaxrnn.make_mesh(), _batch(0), {"inputs": 1, "targets": 0})
+      jaxrnn.parallel.shard_batch(jaxrnn.parallel.make_mesh(), _batch(0), {"inputs": 1, "targets": 0})
 
   def test_missing_batch_axis_is_reported(self):
     with self.assertRaisesRegex(ValueError, "no batch axis 1"):
-      jaxrnn.shard_batch(jaxrnn.make_mesh(), {"x": jnp.zeros(4)}, batch_axis=1)
+      jaxrnn.parallel.shard_batch(jaxrnn.parallel.make_mesh(), {"x": jnp.zeros(4)}, batch_axis=1)
 
   def test_shard_batch_keeps_the_values(self):
-    mesh, batch = jaxrnn.make_mesh(), _batch(0, batch_size=jax.device_count() * 4)
-    sharded = jaxrnn.shard_batch(mesh, batch, _AXES)
+    mesh, batch = jaxrnn.parallel.make_mesh(), _batch(0, batch_size=jax.device_count() * 4)
+    sharded = jaxrnn.parallel.shard_batch(mesh, batch, _AXES)
     _assert_trees_close(self, sharded, batch, rtol=0, atol=0)
-    self.assertEqual(sharded.inputs.sharding, jaxrnn.batch_sharding(mesh, 1))
+    self.assertEqual(sharded.inputs.sharding, jaxrnn.parallel.batch_sharding(mesh, 1))
 
   def test_shard_local_batch_of_one_process_is_shard_batch(self):
-    mesh, batch = jaxrnn.make_mesh(), _batch(0, batch_size=jax.device_count() * 4)
-    self.assertEqual(jaxrnn.process_batch_slice(mesh, 4 * mesh.size), slice(0, 4 * mesh.size))
-    _assert_trees_close(self, jaxrnn.shard_local_batch(mesh, batch, _AXES),
-                        jaxrnn.shard_batch(mesh, batch, _AXES), rtol=0, atol=0)
+    mesh, batch = jaxrnn.parallel.make_mesh(), _batch(0, batch_size=jax.device_count() * 4)
+    self.assertEqual(jaxrnn.parallel.process_batch_slice(mesh, 4 * mesh.size), slice(0, 4 * mesh.size))
+    _assert_trees_close(self, jaxrnn.parallel.shard_local_batch(mesh, batch, _AXES),
+                        jaxrnn.parallel.shard_batch(mesh, batch, _AXES), rtol=0, atol=0)
 
   def test_replicate(self):
-    mesh = jaxrnn.make_mesh()
+    mesh = jaxrnn.parallel.make_mesh()
     _, _, state = _adding_setup()
-    replicated = jaxrnn.replicate(mesh, state)
+    replicated = jaxrnn.parallel.replicate(mesh, state)
     for leaf in jax.tree.leaves(replicated):
       self.assertTrue(leaf.is_fully_replicated)
-      self.assertEqual(leaf.sharding, jaxrnn.replicated_sharding(mesh))
+      self.assertEqual(leaf.sharding, jaxrnn.parallel.replicated_sharding(mesh))
     _assert_trees_close(self, replicated, state, rtol=0, atol=0)
 
   def test_data_parallel_step_equals_the_plain_step(self):
     loss_fn, optimizer, state = _adding_setup()
-    mesh = jaxrnn.make_mesh()
-    plain = jaxrnn.make_train_step(loss_fn, optimizer)
-    parallel = jaxrnn.data_parallel(jaxrnn.make_train_step(loss_fn, optimizer, jit=False),
+    mesh = jaxrnn.parallel.make_mesh()
+    plain = jaxrnn.training.make_train_step(loss_fn, optimizer)
+    parallel = jaxrnn.parallel.data_parallel(jaxrnn.training.make_train_step(loss_fn, optimizer, jit=False),
                                     mesh, batch_axis=_AXES)
-    expected, placed = state, jaxrnn.replicate(mesh, state)
+    expected, placed = state, jaxrnn.parallel.replicate(mesh, state)
     for step in range(3):
       batch = _batch(step, batch_size=4 * mesh.size)
       expected, expected_metrics = plain(expected, batch)
-      placed, metrics = parallel(placed, jaxrnn.shard_batch(mesh, batch, _AXES))
+      placed, metrics = parallel(placed, jaxrnn.parallel.shard_batch(mesh, batch, _AXES))
     _assert_trees_close(self, placed, expected)
     _assert_trees_close(self, metrics, expected_metrics)
 
   @parameterized.parameters((-1,), (2,))
   def test_initialize_distributed_checks_the_rank(self, process_id):
     with self.assertRaisesRegex(ValueError, "process_id"):
-      jaxrnn.initialize_distributed("127.0.0.1:1", 2, process_id)
+      jaxrnn.parallel.initialize_distributed("127.0.0.1:1", 2, process_id)
 
 
 # --- four devices (this file rerun in a subprocess) -------------------------
@@ -206,11 +206,11 @@ class FourDeviceTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.mesh = jaxrnn.make_mesh(4)
+    self.mesh = jaxrnn.parallel.make_mesh(4)
 
   def test_each_device_holds_a_quarter_of_the_batch(self):
     batch = _batch(0, batch_size=16, seq_len=6)
-    sharded = jaxrnn.shard_batch(self.mesh, batch, _AXES)
+    sharded = jaxrnn.parallel.shard_batch(self.mesh, batch, _AXES)
     inputs = sorted(sharded.inputs.addressable_shards, key=lambda s: s.index[1].start)
     self.assertLen(inputs, 4)
     for i, shard in enumerate(inputs):
@@ -219,41 +219,41 @@ class FourDeviceTest(parameterized.TestCase):
     self.assertEqual({s.data.shape for s in sharded.targets.addressable_shards}, {(4, 1)})
 
   def test_mesh_of_fewer_devices(self):
-    mesh = jaxrnn.make_mesh(2)
+    mesh = jaxrnn.parallel.make_mesh(2)
     self.assertEqual(mesh.size, 2)
-    sharded = jaxrnn.shard_batch(mesh, _batch(0, batch_size=16), _AXES)
+    sharded = jaxrnn.parallel.shard_batch(mesh, _batch(0, batch_size=16), _AXES)
     self.assertEqual({s.data.shape for s in sharded.inputs.addressable_shards}, {(6, 8, 2)})
 
   def test_indivisible_batch_is_rejected(self):
     with self.assertRaisesRegex(ValueError, "divisible by 4"):
-      jaxrnn.shard_batch(self.mesh, _batch(0, batch_size=6), _AXES)
+      jaxrnn.parallel.shard_batch(self.mesh, _batch(0, batch_size=6), _AXES)
 
   def test_replicated_leaf(self):
     batch = {"xs": jnp.ones((3, 8, 2)), "scale": jnp.arange(5.0)}
-    sharded = jaxrnn.shard_batch(self.mesh, batch, {"xs": 1, "scale": None})
+    sharded = jaxrnn.parallel.shard_batch(self.mesh, batch, {"xs": 1, "scale": None})
     self.assertTrue(sharded["scale"].is_fully_replicated)
     self.assertFalse(sharded["xs"].is_fully_replicated)
 
   def test_gradient_is_all_reduced(self):
     loss_fn, optimizer, state = _adding_setup()
-    step = jaxrnn.data_parallel(jaxrnn.make_train_step(loss_fn, optimizer, jit=False),
+    step = jaxrnn.parallel.data_parallel(jaxrnn.training.make_train_step(loss_fn, optimizer, jit=False),
                                 self.mesh, batch_axis=_AXES)
-    batch = jaxrnn.shard_batch(self.mesh, _batch(0), _AXES)
-    hlo = step.lower(jaxrnn.replicate(self.mesh, state), batch).compile().as_text()
+    batch = jaxrnn.parallel.shard_batch(self.mesh, _batch(0), _AXES)
+    hlo = step.lower(jaxrnn.parallel.replicate(self.mesh, state), batch).compile().as_text()
     self.assertIn("all-reduce", hlo)
 
   def test_four_devices_equal_one(self):
     # Same global batches: the parameters after some steps agree with a single
     # device's, i.e. the gradient is the global-batch mean.
     loss_fn, optimizer, state = _adding_setup()
-    one = jaxrnn.make_mesh(1)
+    one = jaxrnn.parallel.make_mesh(1)
     runs = []
     for mesh in (one, self.mesh):
-      step = jaxrnn.data_parallel(jaxrnn.make_train_step(loss_fn, optimizer, jit=False),
+      step = jaxrnn.parallel.data_parallel(jaxrnn.training.make_train_step(loss_fn, optimizer, jit=False),
                                   mesh, batch_axis=_AXES)
-      placed = jaxrnn.replicate(mesh, state)
+      placed = jaxrnn.parallel.replicate(mesh, state)
       for i in range(5):
-        placed, metrics = step(placed, jaxrnn.shard_batch(mesh, _batch(i), _AXES))
+        placed, metrics = step(placed, jaxrnn.parallel.shard_batch(mesh, _batch(i), _AXES))
       runs.append((placed, metrics))
     _assert_trees_close(self, runs[1], runs[0], rtol=1e-5, atol=1e-6)
     self.assertEqual(int(runs[1][0].step), 5)
@@ -263,25 +263,25 @@ class FourDeviceTest(parameterized.TestCase):
     for time_major in (True, False):
       loss_fn, optimizer, state = _adding_setup(time_major=time_major)
       axes = tasks.Batch(inputs=1 if time_major else 0, targets=0)
-      step = jaxrnn.data_parallel(jaxrnn.make_train_step(loss_fn, optimizer, jit=False),
+      step = jaxrnn.parallel.data_parallel(jaxrnn.training.make_train_step(loss_fn, optimizer, jit=False),
                                   self.mesh, batch_axis=axes)
-      placed = jaxrnn.replicate(self.mesh, state)
+      placed = jaxrnn.parallel.replicate(self.mesh, state)
       for i in range(3):
         batch = _batch(i)
         if not time_major:
           batch = batch._replace(inputs=jnp.swapaxes(batch.inputs, 0, 1))
-        placed, _ = step(placed, jaxrnn.shard_batch(self.mesh, batch, axes))
+        placed, _ = step(placed, jaxrnn.parallel.shard_batch(self.mesh, batch, axes))
       results.append(placed.params)
     _assert_trees_close(self, results[1], results[0])
 
   def test_eval_step_with_sharded_batch(self):
     loss_fn, _, state = _adding_setup()
     batch = _batch(0, batch_size=32)
-    expected = jaxrnn.make_eval_step(loss_fn)(state.params, batch)
-    evaluate = jaxrnn.data_parallel(jaxrnn.make_eval_step(loss_fn, jit=False), self.mesh,
+    expected = jaxrnn.training.make_eval_step(loss_fn)(state.params, batch)
+    evaluate = jaxrnn.parallel.data_parallel(jaxrnn.training.make_eval_step(loss_fn, jit=False), self.mesh,
                                     batch_axis=_AXES)
-    got = evaluate(jaxrnn.replicate(self.mesh, state.params),
-                   jaxrnn.shard_batch(self.mesh, batch, _AXES))
+    got = evaluate(jaxrnn.parallel.replicate(self.mesh, state.params),
+                   jaxrnn.parallel.shard_batch(self.mesh, batch, _AXES))
     _assert_trees_close(self, got, expected)
 
 
@@ -331,20 +331,20 @@ _LOCAL_ROWS_SCRIPT = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
 import jaxrnn
-jaxrnn.initialize_distributed(sys.argv[1], 2, int(sys.argv[2]), initialization_timeout=60)
+jaxrnn.parallel.initialize_distributed(sys.argv[1], 2, int(sys.argv[2]), initialization_timeout=60)
 from experiments import tasks
-mesh = jaxrnn.make_mesh()
+mesh = jaxrnn.parallel.make_mesh()
 assert (jax.process_count(), mesh.size, jax.local_device_count()) == (2, 4, 2)
 axes = tasks.Batch(inputs=1, targets=0)
 batch = tasks.adding_batch(jax.random.PRNGKey(0), 16, 6)
-rows = jaxrnn.process_batch_slice(mesh, 16)
+rows = jaxrnn.parallel.process_batch_slice(mesh, 16)
 assert rows == slice(8 * jax.process_index(), 8 * jax.process_index() + 8), rows
 local = tasks.Batch(batch.inputs[:, rows], batch.targets[rows])
-loss = jaxrnn.data_parallel(lambda _, b: jnp.mean(b.inputs[..., 0].sum(0) * b.targets[:, 0]),
+loss = jaxrnn.parallel.data_parallel(lambda _, b: jnp.mean(b.inputs[..., 0].sum(0) * b.targets[:, 0]),
                             mesh, batch_axis=axes)
 expected = np.mean(np.asarray(batch.inputs[..., 0]).sum(0) * np.asarray(batch.targets[:, 0]))
-for placed in (jaxrnn.shard_local_batch(mesh, local, axes), jaxrnn.shard_batch(mesh, batch, axes)):
-  got = float(loss(jaxrnn.replicate(mesh, jnp.zeros(())), placed))
+for placed in (jaxrnn.parallel.shard_local_batch(mesh, local, axes), jaxrnn.parallel.shard_batch(mesh, batch, axes)):
+  got = float(loss(jaxrnn.parallel.replicate(mesh, jnp.zeros(())), placed))
   np.testing.assert_allclose(got, expected, rtol=1e-6)
 print("ok", jax.process_index())
 """

@@ -42,7 +42,7 @@ def _launch(*args: str) -> subprocess.Popen:
 
 def _final_state(config: trainer.Config):
   experiment = trainer.build(config)
-  template = jaxrnn.init_train_state(experiment.model.init(jax.random.PRNGKey(0)),
+  template = jaxrnn.training.init_train_state(experiment.model.init(jax.random.PRNGKey(0)),
                                      experiment.optimizer, jax.random.PRNGKey(0))
   manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"))
   state = checkpoints.restore_latest(manager, template)
@@ -193,6 +193,30 @@ def _snapshot(directory: str) -> dict:
       with open(path, "rb") as f:
         contents[os.path.relpath(path, directory)] = f.read()
   return contents
+
+
+class CellsTest(absltest.TestCase):
+
+  def test_every_cell_of_the_library_trains_from_the_flag(self):
+    # One process per cell, in parallel: the smallest run through --cell, the config and a step.
+    with tempfile.TemporaryDirectory() as tmp:
+      runs = {name: _launch("--task=adding", f"--cell={name}", "--hidden_size=2", "--seq_len=2",
+                            "--batch_size=1", "--num_devices=1", "--steps=1", "--eval_size=1",
+                            "--checkpoint_every=1", "--eval_every=1", "--log_every=1",
+                            f"--workdir={tmp}/{name}")
+              for name in jaxrnn.CELLS}
+      for name, run in runs.items():
+        _, err = run.communicate(timeout=300)
+        self.assertEqual(run.returncode, 0, f"--cell={name}: {err}")
+        with open(os.path.join(tmp, name, "summary.json")) as f:
+          summary = json.load(f)
+        self.assertEqual(summary["cell"], name)
+        self.assertTrue(np.isfinite(summary["test_loss"]), name)
+
+  def test_unknown_cell_in_the_config_is_a_config_error(self):
+    config = trainer.dataclasses.replace(TINY, cell="transformer")
+    with self.assertRaisesRegex(trainer.ConfigError, "'transformer': expected one of jaxrnn.CELLS"):
+      trainer.build(config)
 
 
 class BadFlagsTest(parameterized.TestCase):

@@ -1,20 +1,67 @@
-"""The model contract shared by cells and composites, and small tree helpers."""
+"""The model contract shared by cells and composites, its types, and small tree helpers."""
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 PyTree = Any
+# A model's parameters: a pytree of named tuples of floating-point arrays.
+Params = Any
+# A model's recurrent state: an array ``[B, H]`` or a pytree of them.
+State = Any
+
+
+class InitFn(Protocol):
+  """``init(key, input_size) -> params``."""
+
+  def __call__(self, key: Array, input_size: int) -> Params:
+    ...
+
+
+class InitialStateFn(Protocol):
+  """``initial_state(params, batch_size) -> state``; ``batch_size=None`` is unbatched."""
+
+  def __call__(self, params: Params, batch_size: Optional[int]) -> State:
+    ...
+
+
+class StepFn(Protocol):
+  """``step(params, state, x) -> (new_state, y)`` for one time step."""
+
+  def __call__(self, params: Params, state: State, x: Array) -> tuple[State, Array]:
+    ...
+
+
+class InputSizeFn(Protocol):
+  """``input_size(params) -> int``, read from the parameters, or None where they don't say."""
+
+  def __call__(self, params: Params) -> Optional[int]:
+    ...
+
+
+class ForwardFn(Protocol):
+  """``forward(params, xs, state, ctx) -> (final_state, ys)`` over time-major ``xs``."""
+
+  def __call__(self, params: Params, xs: Array, state: State,
+               ctx: "Context") -> tuple[State, Array]:
+    ...
+
+
+class NormProbeFn(Protocol):
+  """``norm_probe(T, B, dtype) -> probe``: zeros shaped like the model's hidden-gradient norms."""
+
+  def __call__(self, T: int, B: int, dtype: Any) -> PyTree:
+    ...
 
 
 class Model(NamedTuple):
   """A recurrent model: a named tuple of pure functions.
 
-  Cells (`rnn`, `lstm`, `gru`) and composites (`stack`, `bidirectional`,
-  `learned_initial_state`) are all `Model`s, so `unroll` and `bptt` accept any
-  of them.
+  Cells (`rnn`, `lstm`, `gru`, `custom_cell`) and composites (`stack`,
+  `bidirectional`, `learned_initial_state`) are all `Model`s, so `unroll`,
+  `bptt` and the readouts accept any of them.
 
   Attributes:
     init: ``init(key, input_size) -> params``, a pytree of named tuples of
@@ -25,53 +72,33 @@ class Model(NamedTuple):
       ``[batch, input_size]`` or unbatched ``[input_size]``. With ``params``
       bound it has the signature that ``jax.lax.scan`` expects.
     output_size: size of ``y``'s last axis.
-    input_size: ``input_size(params) -> int``, read from the parameters.
+    input_size: ``input_size(params) -> int``, read from the parameters
+      (None for a `custom_cell`, whose parameters need not say).
     forward: ``forward(params, xs, state, ctx) -> (final_state, ys)`` over a
-      time-major ``[T, B, F]`` sequence read forwards (internal; `unroll` calls
-      it after checking the inputs).
-    backward: ``backward(params, xs, state, ctx, d_final, d_ys) ->
-      (d_params, d_xs, d_state, hidden_grad_norms)``, the explicit BPTT of
-      ``forward`` (internal; `bptt` calls it).
-    initial_state_grad: ``initial_state_grad(params, d_state) -> d_params``,
-      the hand-derived transpose of ``initial_state`` (non-zero only where the
-      initial state is learned).
-    config: what the model is, as data: a `CellConfig` for a cell, or the
-      composite's own config naming its parts. Converters read it.
+      time-major ``[T, B, F]`` sequence read forwards (`unroll` calls it after
+      checking the inputs). Its gradient is the model's backward: each cell's
+      time loop is a `jax.custom_vjp` whose backward is the cell's explicit
+      BPTT, and JAX differentiates the glue between cells.
+    norm_probe: ``norm_probe(T, B, dtype)``: zeros shaped like the per-step
+      hidden-gradient norms `bptt` reports (``[T, B]`` for a cell, a tuple
+      per layer for `stack`, a pair for `bidirectional`). Passed as
+      ``ctx.probe``, each cell's backward returns its norms as the probe's
+      cotangent.
+    explicit_backward: whether every cell in the model has a hand-derived
+      backward (False for a `custom_cell` without ``step_vjp``).
+    config: what the model is, as data: a cell's own config (`RNNConfig`,
+      `LSTMConfig`, `GRUConfig`, `CustomCellConfig`) or the composite's config
+      naming its parts. Converters dispatch on its type.
   """
-  init: Callable[..., PyTree]
-  initial_state: Callable[..., PyTree]
-  step: Callable[..., tuple[PyTree, Array]]
+  init: InitFn
+  initial_state: InitialStateFn
+  step: StepFn
   output_size: int
-  input_size: Callable[[PyTree], int]
-  forward: Callable[..., tuple[PyTree, Array]]
-  backward: Callable[..., tuple[PyTree, Array, PyTree, Array]]
-  initial_state_grad: Callable[[PyTree, PyTree], PyTree]
+  input_size: InputSizeFn
+  forward: ForwardFn
+  norm_probe: NormProbeFn
+  explicit_backward: bool
   config: Any = None
-
-
-class CellConfig(NamedTuple):
-  """The options a cell was built with.
-
-  Attributes:
-    kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
-    hidden_size: H.
-    bias: whether the cell has ``b_x`` and ``b_h``.
-    activation: the RNN's ``"tanh"`` or ``"relu"`` (None for other cells).
-    reset_after: the GRU's candidate formula (None for other cells).
-    forget_bias: the LSTM's initial forget-gate bias (None for other cells).
-    dtype: the compute dtype, or None.
-  """
-  kind: str
-  hidden_size: int
-  bias: bool = True
-  activation: Optional[str] = None
-  reset_after: Optional[bool] = None
-  forget_bias: Optional[float] = None
-  dtype: Any = None
-
-
-# Cells are models; the alias names what `rnn`, `lstm` and `gru` return.
-Cell = Model
 
 
 class StateGradClip(NamedTuple):
@@ -100,6 +127,8 @@ class Context(NamedTuple):
       backward pass instead of storing them, or None.
     scan_unroll: the ``unroll`` argument of ``lax.scan``.
     state_grad_clip: a `StateGradClip`, or None.
+    probe: None, or zeros shaped like ``model.norm_probe(T, B, dtype)``
+      whose cotangent is the per-step hidden-gradient norms (see `bptt`).
   """
   mask: Optional[Array] = None
   resets: Optional[Array] = None
@@ -108,22 +137,15 @@ class Context(NamedTuple):
   remat_chunk: Optional[int] = None
   scan_unroll: int = 1
   state_grad_clip: Optional[StateGradClip] = None
+  probe: Optional[PyTree] = None
 
 
-def default_float():
+def default_float() -> Any:
   """float64 when x64 is enabled, float32 otherwise."""
   return jnp.zeros(()).dtype
 
 
-def batch_where(cond, on_true, on_false):
-  """``where`` over pytrees, with a ``[B]`` condition broadcast over features."""
-  def pick(a, b):
-    c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
-    return jnp.where(c, a, b)
-  return jax.tree.map(pick, on_true, on_false)
-
-
-def matmul(a, w, dtype):
+def matmul(a: Array, w: Array, dtype: Any) -> Array:
   """``a @ w``, computed in ``dtype`` (e.g. bfloat16) with a result in ``a``'s dtype."""
   if dtype is None:
     return a @ w
@@ -131,27 +153,27 @@ def matmul(a, w, dtype):
                     preferred_element_type=jnp.result_type(a, w))
 
 
-def transposed(w):
+def transposed(w: Array) -> Array:
   """``w.T`` as its own row-major buffer, for a matmul inside a loop.
 
-  Left alone, XLA folds a transpose into the dot that reads it, and a dot
-  whose right operand is contracted along its last axis ran about 1.4x slower
-  inside `lax.scan` on XLA:CPU (LSTM H=128, B=16) than one against a
-  materialised transpose. The barrier keeps the transpose a real copy, made
-  once outside the loop.
+  Left alone, XLA folds a transpose into the dot that reads it, and inside
+  `lax.scan` on XLA:CPU a dot whose right operand is contracted along its last
+  axis ran slower than one against a materialised transpose (BUILD.md has the
+  measurement). The barrier keeps the transpose a real copy, made once outside
+  the loop.
   """
   return jax.lax.optimization_barrier(w.T)
 
 
-def tree_add(a, b):
+def tree_add(a: PyTree, b: PyTree) -> PyTree:
   return jax.tree.map(jnp.add, a, b)
 
 
-def tree_zeros_like(tree):
+def tree_zeros_like(tree: PyTree) -> PyTree:
   return jax.tree.map(jnp.zeros_like, tree)
 
 
-def clip_state_grad_by_value(threshold):
+def clip_state_grad_by_value(threshold: float) -> StateGradClip:
   """Clips each element of the gradient sent back through the state at every step.
 
   This is the threshold on the gradient transmitted over time of Mikolov's
@@ -171,7 +193,7 @@ def clip_state_grad_by_value(threshold):
   return _state_grad_clip("value", threshold)
 
 
-def clip_state_grad_by_norm(threshold):
+def clip_state_grad_by_norm(threshold: float) -> StateGradClip:
   """Rescales each sequence's state gradient to L2 norm ``<= threshold`` at every step.
 
   The norm is taken over the whole state (hidden and, for the LSTM, cell)
@@ -187,7 +209,7 @@ def clip_state_grad_by_norm(threshold):
   return _state_grad_clip("norm", threshold)
 
 
-def _state_grad_clip(mode, threshold):
+def _state_grad_clip(mode: str, threshold: float) -> StateGradClip:
   if not threshold > 0:
     raise ValueError(f"threshold: expected a positive number, got {threshold!r}.")
   return StateGradClip(mode, float(threshold))

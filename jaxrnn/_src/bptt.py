@@ -8,18 +8,9 @@ from jaxrnn._src import unroll as unroll_lib
 from jaxrnn._src import validation
 
 
-def run_backward(model, params, xs, state, ctx, reverse, d_final, d_ys):
-  """``model.backward`` on checked, time-major inputs, reading backwards if asked."""
-  if not reverse:
-    return model.backward(params, xs, state, ctx, d_final, d_ys)
-  T, B = xs.shape[:2]
-  index = unroll_lib.reversal_index(ctx.mask, T, B)
-  ctx = ctx._replace(resets=unroll_lib.reversed_resets(ctx.resets, ctx.mask, index))
-  d_params, d_xs, d_state, norms = model.backward(
-      params, unroll_lib.gather_time(xs, index), state, ctx, d_final,
-      unroll_lib.gather_time(d_ys, index))
-  return (d_params, unroll_lib.gather_time(d_xs, index), d_state,
-          unroll_lib.gather_time(norms, index))
+def _describe_model(model):
+  config = model.config
+  return getattr(config, "name", None) or type(config).__name__
 
 
 def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None,
@@ -28,14 +19,19 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
   r"""Backpropagation through time, derived by hand for every cell.
 
   Returns what ``jax.vjp`` of `unroll` returns for the cotangent
-  ``(d_final_state, d_ys)``, but computes it with each cell's explicit
-  backward equations (see the cells' docstrings) run as a reverse-time
-  `lax.scan`; it never differentiates the step with JAX. Because the loss is
-  the sum of the per-step errors, ``d_ys[t]`` is ``dL_t/dy_t`` and the
-  backward sums the errors' contributions over all steps.
+  ``(d_final_state, d_ys)``. Each cell's time loop runs its explicit backward
+  equations (see the cells' docstrings) as a reverse-time `lax.scan`; JAX
+  never differentiates a cell's step. There is one backward composition:
+  JAX differentiates only the glue between cells (a `stack`'s dropout and
+  layer plumbing, a `bidirectional`'s reversal and merge, a learned initial
+  state's broadcast), so `bptt` and `jax.grad` of `unroll` run the same
+  backward. Because the loss is the sum of the per-step errors, ``d_ys[t]``
+  is ``dL_t/dy_t`` and the backward sums the errors' contributions over all
+  steps.
 
   Args:
-    model: any `Model` accepted by `unroll`.
+    model: any `Model` accepted by `unroll` whose cells all have a
+      hand-derived backward (``model.explicit_backward``).
     params: its parameters.
     xs: the inputs given to `unroll`.
     state: the initial state, or None for ``model.initial_state(params, B)``;
@@ -48,10 +44,21 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
     return_hidden_grad_norms: also return the per-step norms
       :math:`\|\partial L/\partial h_t\|`, ``[T, B]`` for a cell (a tuple per
       layer for `stack`, a pair for `bidirectional`); zero at padded steps.
+      For a `custom_cell` the norm is over the gradients of its new state and
+      its output together.
 
   Returns:
     ``(d_params, d_xs, d_state)``, plus the norms when asked.
+
+  Raises:
+    ValueError: if a cell of ``model`` has no hand-derived backward.
   """
+  if isinstance(model, base.Model) and not model.explicit_backward:
+    raise ValueError(
+        f"model: {_describe_model(model)} has a cell without a hand-derived backward (a"
+        " custom_cell without step_vjp), so there is no explicit BPTT to run. Its gradients"
+        " come from JAX differentiating the step: use jax.grad or jax.vjp of jaxrnn.unroll,"
+        " or give custom_cell a step_vjp.")
   state_given = state is not None
   xs_tm, state, ctx = unroll_lib.prepare(
       model, params, xs, state, seq_lengths=seq_lengths, resets=resets,
@@ -67,10 +74,18 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
     validation.check_state(model, params, d_final_state, B, name="d_final_state")
   if not time_major:
     d_ys = jnp.swapaxes(d_ys, 0, 1)
-  d_params, d_xs, d_state, norms = run_backward(
-      model, params, xs_tm, state, ctx, reverse, d_final_state, d_ys)
+  probe = model.norm_probe(T, B, d_ys.dtype) if return_hidden_grad_norms else None
+
+  def run(params, xs_tm, state, probe):
+    return unroll_lib.run(model, params, xs_tm, state, ctx._replace(probe=probe), reverse)
+
+  (final, ys), vjp = jax.vjp(run, params, xs_tm, state, probe)
+  cast = lambda d, like: jnp.asarray(d).astype(like.dtype)
+  d_params, d_xs, d_state, norms = vjp(
+      (jax.tree.map(cast, d_final_state, final), cast(d_ys, ys)))
   if not state_given:
-    d_params = base.tree_add(d_params, model.initial_state_grad(params, d_state))
+    _, vjp_state = jax.vjp(lambda p: model.initial_state(p, B), params)
+    d_params = base.tree_add(d_params, vjp_state(d_state)[0])
   if not time_major:
     d_xs = jnp.swapaxes(d_xs, 0, 1)
     norms = jax.tree.map(lambda n: jnp.swapaxes(n, 0, 1), norms)

@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
-from jaxrnn._src import bptt as bptt_lib
 from jaxrnn._src import unroll as unroll_lib
 
 PyTree = Any
@@ -144,46 +143,26 @@ def stack(layers, *, dropout=0.0):
                                 1.0 - dropout, shape)
     return keep.astype(dtype) / (1.0 - dropout)
 
-  def forward_collect(params, xs, state, ctx):
-    inputs, finals, h = [], [], xs
+  def forward(params, xs, state, ctx):
+    finals, h = [], xs
     for l, (layer, p, s) in enumerate(zip(layers, params.layers, state.layers)):
-      inputs.append(h)
-      final, h = layer.forward(p, h, s, ctx._replace(rng=_sub_rng(ctx.rng, l)))
+      probe = None if ctx.probe is None else ctx.probe[l]
+      final, h = layer.forward(p, h, s, ctx._replace(rng=_sub_rng(ctx.rng, l), probe=probe))
       scale = keep_scale(ctx.rng, l, h.shape, h.dtype)
       if scale is not None:
         h = h * scale
       finals.append(final)
-    return StackState(tuple(finals)), h, inputs
+    return StackState(tuple(finals)), h
 
-  def forward(params, xs, state, ctx):
-    final, ys, _ = forward_collect(params, xs, state, ctx)
-    return final, ys
-
-  def backward(params, xs, state, ctx, d_final, d_ys):
-    _, ys, inputs = forward_collect(params, xs, state, ctx)
-    d_params, d_states, norms, d = [], [], [], d_ys
-    for l in reversed(range(len(layers))):
-      scale = keep_scale(ctx.rng, l, d.shape, d.dtype)
-      if scale is not None:
-        d = d * scale
-      d_p, d, d_s, n = layers[l].backward(
-          params.layers[l], inputs[l], state.layers[l], ctx._replace(rng=_sub_rng(ctx.rng, l)),
-          d_final.layers[l], d)
-      d_params.append(d_p)
-      d_states.append(d_s)
-      norms.append(n)
-    return (StackParams(tuple(reversed(d_params))), d, StackState(tuple(reversed(d_states))),
-            tuple(reversed(norms)))
-
-  def initial_state_grad(params, d_state):
-    return StackParams(tuple(l.initial_state_grad(p, d)
-                             for l, p, d in zip(layers, params.layers, d_state.layers)))
+  def norm_probe(T, B, dtype):
+    return tuple(layer.norm_probe(T, B, dtype) for layer in layers)
 
   return base.Model(
       init=init, initial_state=initial_state, step=step,
       output_size=layers[-1].output_size,
       input_size=lambda params: layers[0].input_size(params.layers[0]),
-      forward=forward, backward=backward, initial_state_grad=initial_state_grad,
+      forward=forward, norm_probe=norm_probe,
+      explicit_backward=all(layer.explicit_backward for layer in layers),
       config=StackConfig(tuple(l.config for l in layers), dropout))
 
 
@@ -232,34 +211,26 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
         " jaxrnn.unroll(model, params, xs).")
 
   def forward(params, xs, state, ctx):
-    f_final, f_ys = unroll_lib.run(forward_model, params.forward, xs, state.forward,
-                                   ctx._replace(rng=_sub_rng(ctx.rng, 0)), reverse=False)
-    b_final, b_ys = unroll_lib.run(backward_model, params.backward, xs, state.backward,
-                                   ctx._replace(rng=_sub_rng(ctx.rng, 1)), reverse=True)
+    probe = ctx.probe or BidirectionalState(None, None)
+    f_final, f_ys = unroll_lib.run(
+        forward_model, params.forward, xs, state.forward,
+        ctx._replace(rng=_sub_rng(ctx.rng, 0), probe=probe.forward), reverse=False)
+    b_final, b_ys = unroll_lib.run(
+        backward_model, params.backward, xs, state.backward,
+        ctx._replace(rng=_sub_rng(ctx.rng, 1), probe=probe.backward), reverse=True)
     ys = jnp.concatenate([f_ys, b_ys], axis=-1) if merge == "concat" else f_ys + b_ys
     return BidirectionalState(f_final, b_final), ys
 
-  def backward(params, xs, state, ctx, d_final, d_ys):
-    if merge == "concat":
-      d_f, d_b = d_ys[..., :f_size], d_ys[..., f_size:]
-    else:
-      d_f = d_b = d_ys
-    f = bptt_lib.run_backward(forward_model, params.forward, xs, state.forward,
-                              ctx._replace(rng=_sub_rng(ctx.rng, 0)), False, d_final.forward, d_f)
-    b = bptt_lib.run_backward(backward_model, params.backward, xs, state.backward,
-                              ctx._replace(rng=_sub_rng(ctx.rng, 1)), True, d_final.backward, d_b)
-    return (BidirectionalParams(f[0], b[0]), f[1] + b[1], BidirectionalState(f[2], b[2]),
-            BidirectionalState(f[3], b[3]))
-
-  def initial_state_grad(params, d_state):
-    return BidirectionalParams(forward_model.initial_state_grad(params.forward, d_state.forward),
-                               backward_model.initial_state_grad(params.backward, d_state.backward))
+  def norm_probe(T, B, dtype):
+    return BidirectionalState(forward_model.norm_probe(T, B, dtype),
+                              backward_model.norm_probe(T, B, dtype))
 
   return base.Model(
       init=init, initial_state=initial_state, step=step,
       output_size=f_size + b_size if merge == "concat" else f_size,
       input_size=lambda params: forward_model.input_size(params.forward),
-      forward=forward, backward=backward, initial_state_grad=initial_state_grad,
+      forward=forward, norm_probe=norm_probe,
+      explicit_backward=forward_model.explicit_backward and backward_model.explicit_backward,
       config=BidirectionalConfig(forward_model.config, backward_model.config, merge))
 
 
@@ -290,20 +261,11 @@ def learned_initial_state(model):
     return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size,) + s.shape),
                         params.initial_state)
 
-  def backward(params, xs, state, ctx, d_final, d_ys):
-    d_core, d_xs, d_state, norms = model.backward(params.core, xs, state, ctx, d_final, d_ys)
-    return (LearnedStateParams(d_core, base.tree_zeros_like(params.initial_state)), d_xs,
-            d_state, norms)
-
-  def initial_state_grad(params, d_state):
-    return LearnedStateParams(model.initial_state_grad(params.core, d_state),
-                              jax.tree.map(lambda d: d.sum(0), d_state))
-
   return base.Model(
       init=init, initial_state=initial_state,
       step=lambda params, state, x: model.step(params.core, state, x),
       output_size=model.output_size,
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
-      backward=backward, initial_state_grad=initial_state_grad,
+      norm_probe=model.norm_probe, explicit_backward=model.explicit_backward,
       config=LearnedStateConfig(model.config))

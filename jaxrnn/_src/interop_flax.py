@@ -25,14 +25,19 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
-from jaxrnn._src import cells
 from jaxrnn._src import composites
+from jaxrnn._src import custom
+from jaxrnn._src import gru
+from jaxrnn._src import lstm
+from jaxrnn._src import rnn
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")
-# Flax's cell kinds (see `_cell_kind`) and the jaxrnn cells they hold.
-_JAXRNN_KINDS = {"lstm": "lstm", "gru": "gru", "simple": "rnn"}
-_PARAM_TYPES = {"lstm": cells.LSTMParams, "gru": cells.GRUParams, "simple": cells.RNNParams}
+# The jaxrnn cells a Flax cell computes, by config type.
+_NAMES = {rnn.RNNConfig: "rnn", lstm.LSTMConfig: "lstm", gru.GRUConfig: "gru"}
+# Flax's cell kinds (see `_cell_kind`): the configs and parameters of the jaxrnn cells they hold.
+_CONFIGS = {"lstm": lstm.LSTMConfig, "gru": gru.GRUConfig, "simple": rnn.RNNConfig}
+_PARAM_TYPES = {"lstm": lstm.LSTMParams, "gru": gru.GRUParams, "simple": rnn.RNNParams}
 
 
 def _linen():
@@ -141,31 +146,31 @@ def from_flax(module, variables):
   concat = lambda names, field: jnp.concatenate([_get(params, n, field) for n in names], axis=-1)
   if kind == "lstm":
     b_h = concat([f"h{g}" for g in _LSTM_GATES], "bias")
-    p = cells.LSTMParams(w_x=concat([f"i{g}" for g in _LSTM_GATES], "kernel"),
-                         w_h=concat([f"h{g}" for g in _LSTM_GATES], "kernel"),
-                         b_x=jnp.zeros_like(b_h), b_h=b_h)
-    model = cells.lstm(p.w_h.shape[0])
+    p = lstm.LSTMParams(w_x=concat([f"i{g}" for g in _LSTM_GATES], "kernel"),
+                        w_h=concat([f"h{g}" for g in _LSTM_GATES], "kernel"),
+                        b_x=jnp.zeros_like(b_h), b_h=b_h)
+    model = lstm.lstm(p.w_h.shape[0])
   elif kind == "gru":
     b_x = concat([f"i{g}" for g in _GRU_GATES], "bias")
     b_hn = _get(params, "hn", "bias")
-    p = cells.GRUParams(w_x=concat([f"i{g}" for g in _GRU_GATES], "kernel"),
-                        w_h=concat([f"h{g}" for g in _GRU_GATES], "kernel"),
-                        b_x=b_x, b_h=jnp.concatenate([jnp.zeros_like(b_x[:-b_hn.shape[0]]), b_hn]))
-    model = cells.gru(p.w_h.shape[0], reset_after=True)
+    p = gru.GRUParams(w_x=concat([f"i{g}" for g in _GRU_GATES], "kernel"),
+                      w_h=concat([f"h{g}" for g in _GRU_GATES], "kernel"),
+                      b_x=b_x, b_h=jnp.concatenate([jnp.zeros_like(b_x[:-b_hn.shape[0]]), b_hn]))
+    model = gru.gru(p.w_h.shape[0], reset_after=True)
   else:
     b_x = _get(params, "i", "bias")
-    p = cells.RNNParams(w_x=_get(params, "i", "kernel"), w_h=_get(params, "h", "kernel"),
-                        b_x=b_x, b_h=jnp.zeros_like(b_x))
-    model = cells.rnn(p.w_h.shape[0], activation=activation)
+    p = rnn.RNNParams(w_x=_get(params, "i", "kernel"), w_h=_get(params, "h", "kernel"),
+                      b_x=b_x, b_h=jnp.zeros_like(b_x))
+    model = rnn.rnn(p.w_h.shape[0], activation=activation)
   return model, p
 
 
 def _cell_config(model):
-  """``model``'s `CellConfig`; raises unless it is a single cell, which is all a Flax cell holds."""
+  """``model``'s cell config; raises unless it is a single cell a Flax cell computes."""
   if not isinstance(model, base.Model):
     raise TypeError(f"model: expected a jaxrnn cell, got {type(model).__name__}.")
   config = model.config
-  if isinstance(config, base.CellConfig):
+  if type(config) in _NAMES:
     return config
   if config is None:
     raise TypeError("model: expected a jaxrnn cell (rnn, lstm or gru), whose config says what it"
@@ -176,9 +181,16 @@ def _cell_config(model):
                      " params.core, and pass to_flax_carry(params.initial_state) (broadcast over"
                      " the batch) as the initial carry.")
   name = {composites.StackConfig: "stack",
-          composites.BidirectionalConfig: "bidirectional"}.get(type(config), type(config).__name__)
-  raise ValueError(f"model: expected a single cell (a Flax cell is one layer read one way), got a"
-                   f" {name}; convert each of its cells separately.")
+          composites.BidirectionalConfig: "bidirectional"}.get(type(config))
+  if name is not None:
+    raise ValueError(f"model: expected a single cell (a Flax cell is one layer read one way), got"
+                     f" a {name}; convert each of its cells separately.")
+  got = f"a config of type {type(config).__name__}"
+  if isinstance(config, custom.CustomCellConfig):
+    got = f"custom_cell {config.name!r} ({type(config).__name__})"
+  raise ValueError("model: expected an rnn, lstm or gru cell (config RNNConfig, LSTMConfig or"
+                   " GRUConfig: the cells of Flax's SimpleCell, LSTMCell and GRUCell), got"
+                   f" {got}; the Flax converters support only those cells.")
 
 
 def to_flax(model, params, cell):
@@ -211,7 +223,8 @@ def to_flax(model, params, cell):
       of its kind, or ``params`` are not ``model``'s.
     ValueError: ``model`` computes something ``cell`` does not (a
       reset-before GRU, another activation, hidden size or compute dtype, a
-      composite), or ``cell`` has an option jaxrnn lacks.
+      composite, a cell other than ``rnn``, ``lstm`` and ``gru`` such as a
+      ``custom_cell``), or ``cell`` has an option jaxrnn lacks.
   """
   nn = _linen()
   wrapped = isinstance(cell, nn.RNN)
@@ -221,9 +234,9 @@ def to_flax(model, params, cell):
   cell_name = (cell if isinstance(cell, type) else type(cell)).__name__
   activation = _check_functions(cell, kind, "cell")
   config = _cell_config(model)
-  if config.kind != _JAXRNN_KINDS[kind]:
-    raise TypeError(f"model: expected a jaxrnn {_JAXRNN_KINDS[kind]} cell (what Flax's"
-                    f" {cell_name} computes), got {config.kind}.")
+  if not isinstance(config, _CONFIGS[kind]):
+    raise TypeError(f"model: expected a jaxrnn {_NAMES[_CONFIGS[kind]]} cell (what Flax's"
+                    f" {cell_name} computes), got {_NAMES[type(config)]}.")
   if kind == "gru" and not config.reset_after:
     raise ValueError("model: expected a reset-after GRU (Flax's GRUCell is reset-after), got"
                      " gru(reset_after=False), which is reset-before and has no Flax"
@@ -287,14 +300,14 @@ def from_flax_carry(carry):
   Returns:
     The jaxrnn state.
   """
-  if isinstance(carry, cells.LSTMState):
+  if isinstance(carry, lstm.LSTMState):
     raise TypeError("carry: got a jaxrnn LSTMState, which is already a jaxrnn state.")
   if isinstance(carry, (tuple, list)):
     if len(carry) != 2:
       raise ValueError(f"carry: expected an LSTM's (c, h) pair or an array, got a sequence of"
                        f" {len(carry)}.")
     c, h = carry
-    return cells.LSTMState(hidden=h, cell=c)
+    return lstm.LSTMState(hidden=h, cell=c)
   return carry
 
 
@@ -307,6 +320,6 @@ def to_flax_carry(state):
   Returns:
     ``(c, h)`` for an LSTM, else the array; usable as ``initial_carry``.
   """
-  if isinstance(state, cells.LSTMState):
+  if isinstance(state, lstm.LSTMState):
     return (state.cell, state.hidden)
   return state

@@ -30,11 +30,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._src import base
-from jaxrnn._src import cells
 from jaxrnn._src import composites
+from jaxrnn._src import custom
+from jaxrnn._src import gru
+from jaxrnn._src import lstm
+from jaxrnn._src import rnn
 
-_CORES = {"lstm": cells.LSTMParams, "gru": cells.GRUParams, "vanilla_rnn": cells.RNNParams}
+# Haiku's cores (by their default module names) and the parameters of the jaxrnn cells they are.
+_CORES = {"lstm": lstm.LSTMParams, "gru": gru.GRUParams, "vanilla_rnn": rnn.RNNParams}
 _CLASS_NAMES = {"LSTM": "lstm", "GRU": "gru", "VanillaRNN": "vanilla_rnn"}
+# The jaxrnn cells a Haiku core computes, by config type, and that core.
+_CORE_OF_CONFIG = {lstm.LSTMConfig: "lstm", gru.GRUConfig: "gru", rnn.RNNConfig: "vanilla_rnn"}
 
 
 def _core_kind(core):
@@ -115,23 +121,23 @@ def from_haiku(core, hk_params, *, name=None):
     hidden_size = b.shape[0] // 4
     perm = _lstm_permutation(hidden_size)
     input_size = w.shape[0] - hidden_size
-    params = cells.LSTMParams(w_x=w[:input_size, perm], w_h=w[input_size:, perm], b_x=b[perm],
-                              b_h=_forget_one(hidden_size, b.dtype))
-    return cells.lstm(hidden_size), params
+    params = lstm.LSTMParams(w_x=w[:input_size, perm], w_h=w[input_size:, perm], b_x=b[perm],
+                             b_h=_forget_one(hidden_size, b.dtype))
+    return lstm.lstm(hidden_size), params
   if kind == "gru":
     w_i, w_h, b = (_lookup(hk_params, name, f, name) for f in ("w_i", "w_h", "b"))
     hidden_size = w_h.shape[0]
     perm = _gru_permutation(hidden_size)
     sign = _z_sign(hidden_size, b.dtype)
-    params = cells.GRUParams(w_x=w_i[:, perm] * sign, w_h=w_h[:, perm] * sign,
-                             b_x=b[perm] * sign, b_h=jnp.zeros_like(b))
-    return cells.gru(hidden_size, reset_after=False), params
+    params = gru.GRUParams(w_x=w_i[:, perm] * sign, w_h=w_h[:, perm] * sign,
+                           b_x=b[perm] * sign, b_h=jnp.zeros_like(b))
+    return gru.gru(hidden_size, reset_after=False), params
   w_x = _lookup(hk_params, f"{name}/linear", "w", name)
   b_x = _lookup(hk_params, f"{name}/linear", "b", name)
   w_h = _lookup(hk_params, f"{name}/linear_1", "w", name)
   b_h = hk_params[f"{name}/linear_1"].get("b", jnp.zeros_like(b_x))
-  params = cells.RNNParams(w_x=w_x, w_h=w_h, b_x=b_x, b_h=b_h)
-  return cells.rnn(w_h.shape[0], activation="relu"), params
+  params = rnn.RNNParams(w_x=w_x, w_h=w_h, b_x=b_x, b_h=b_h)
+  return rnn.rnn(w_h.shape[0], activation="relu"), params
 
 
 def _core_for(model):
@@ -147,18 +153,26 @@ def _core_for(model):
                      " parameters hold no trained initial state. Convert the wrapped cell with"
                      " params.core, and pass params.initial_state (broadcast over the batch) as"
                      " the core's initial state.")
-  if not isinstance(config, base.CellConfig):
-    name = {composites.StackConfig: "stack", composites.BidirectionalConfig: "bidirectional"}.get(
-        type(config), type(config).__name__)
+  name = {composites.StackConfig: "stack",
+          composites.BidirectionalConfig: "bidirectional"}.get(type(config))
+  if name is not None:
     raise ValueError(f"model: expected a single cell (what one Haiku core is), got a {name};"
                      " convert each of its cells separately.")
-  if config.kind == "gru" and config.reset_after:
+  kind = _CORE_OF_CONFIG.get(type(config))
+  if kind is None:
+    got = f"a config of type {type(config).__name__}"
+    if isinstance(config, custom.CustomCellConfig):
+      got = f"custom_cell {config.name!r} ({type(config).__name__})"
+    raise ValueError("model: expected an rnn, lstm or gru cell (config RNNConfig, LSTMConfig or"
+                     f" GRUConfig: the cells of hk.VanillaRNN, hk.LSTM and hk.GRU), got {got};"
+                     " the Haiku converters support only those cells.")
+  if kind == "gru" and config.reset_after:
     raise ValueError("model: expected a reset-before GRU (hk.GRU is reset-before), got"
                      " gru(reset_after=True), which has no Haiku equivalent.")
-  if config.kind == "rnn" and config.activation != "relu":
+  if kind == "vanilla_rnn" and config.activation != "relu":
     raise ValueError(f"model: expected an rnn with activation='relu' (hk.VanillaRNN is ReLU),"
                      f" got activation={config.activation!r}.")
-  return {"lstm": "lstm", "gru": "gru", "rnn": "vanilla_rnn"}[config.kind], config
+  return kind, config
 
 
 def to_haiku(model, params, *, name=None, double_bias=True):
@@ -185,8 +199,9 @@ def to_haiku(model, params, *, name=None, double_bias=True):
   Raises:
     TypeError: ``model`` has no config, or ``params`` are not its parameters.
     ValueError: no Haiku core computes ``model`` (a reset-after GRU, a tanh
-      RNN, a composite, a compute dtype), or ``params`` have another hidden
-      size.
+      RNN, a composite, a compute dtype, a cell other than ``rnn``, ``lstm``
+      and ``gru`` such as a ``custom_cell``), or ``params`` have another
+      hidden size.
   """
   kind, config = _core_for(model)
   expected = _CORES[kind]

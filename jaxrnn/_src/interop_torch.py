@@ -24,10 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._src import base
-from jaxrnn._src import cells
 from jaxrnn._src import composites
+from jaxrnn._src import custom
+from jaxrnn._src import gru
+from jaxrnn._src import lstm
+from jaxrnn._src import rnn
 
-_PARAM_TYPES = {"rnn": cells.RNNParams, "lstm": cells.LSTMParams, "gru": cells.GRUParams}
+# The cells a PyTorch module computes, by config type: their names and parameter types.
+_NAMES = {rnn.RNNConfig: "rnn", lstm.LSTMConfig: "lstm", gru.GRUConfig: "gru"}
+_PARAM_TYPES = {rnn.RNNConfig: rnn.RNNParams, lstm.LSTMConfig: lstm.LSTMParams,
+                gru.GRUConfig: gru.GRUParams}
+_COMPOSITES = (composites.StackConfig, composites.BidirectionalConfig,
+               composites.LearnedStateConfig)
 
 
 def _torch():
@@ -57,10 +65,16 @@ def _config(model):
   return model.config
 
 
+def _cell_name(config):
+  return _NAMES[type(config)]
+
+
 def _describe(config):
   """A config in the words that build it, e.g. ``bidirectional(lstm, stack)``."""
-  if isinstance(config, base.CellConfig):
-    return config.kind
+  if type(config) in _NAMES:
+    return _NAMES[type(config)]
+  if isinstance(config, custom.CustomCellConfig):
+    return f"custom_cell {config.name!r}"
   if isinstance(config, composites.StackConfig):
     return "stack"
   if isinstance(config, composites.BidirectionalConfig):
@@ -89,15 +103,15 @@ def _layers(config, *, strict):
 
   def directions(where, c):
     c = core(where, c)
-    if isinstance(c, base.CellConfig):
+    if _is_cell(where, c):
       return [c]
     if isinstance(c, composites.BidirectionalConfig):
       if strict and c.merge != "concat":
         raise ValueError(f"model: expected merge='concat'{_in(where)} (PyTorch concatenates the"
                          f" two directions), got merge={c.merge!r}.")
-      pair = [core(f"{where}.{d}" if where else f"the {d} direction", getattr(c, d))
-              for d in ("forward", "backward")]
-      if all(isinstance(d, base.CellConfig) for d in pair):
+      wheres = [f"{where}.{d}" if where else f"the {d} direction" for d in ("forward", "backward")]
+      pair = [core(w, getattr(c, d)) for w, d in zip(wheres, ("forward", "backward"))]
+      if all([_is_cell(w, d) for w, d in zip(wheres, pair)]):  # A list: check both.
         return pair
     if where:
       raise ValueError(f"model: expected a cell or bidirectional(cell, cell) in {where} (what one"
@@ -109,6 +123,21 @@ def _layers(config, *, strict):
   if isinstance(config, composites.StackConfig):
     return True, [directions(f"layers[{l}]", c) for l, c in enumerate(config.layers)]
   return False, [directions("", config)]
+
+
+def _is_cell(where, config):
+  """True for a cell PyTorch computes, False for a composite; raises for any other config."""
+  if type(config) in _NAMES:
+    return True
+  if isinstance(config, _COMPOSITES):
+    return False
+  got = _describe(config)
+  got = (f"{got} ({type(config).__name__})" if got != type(config).__name__
+         else f"a config of type {got}")
+  raise ValueError(f"model: expected an rnn, lstm or gru cell{_in(where)} (config RNNConfig,"
+                   " LSTMConfig or GRUConfig: the cells of PyTorch's nn.RNN, nn.LSTM and"
+                   f" nn.GRU), got {got}; the PyTorch converters support only those cells,"
+                   " alone or in stack and bidirectional.")
 
 
 def _in(where):
@@ -135,8 +164,7 @@ def _check_same(stacked, layers, what, value_of, why):
 
 def _check_fits_module(stacked, layers):
   """Raises unless the cells of ``layers`` are what one PyTorch module computes."""
-  _check_same(stacked, layers, "cell type", lambda c: c.kind,
-              "a PyTorch module has one cell type.")
+  _check_same(stacked, layers, "cell type", _cell_name, "a PyTorch module has one cell type.")
   _check_same(stacked, layers, "hidden size", lambda c: c.hidden_size,
               "a PyTorch module has one hidden size.")
   for l, directions in enumerate(layers):
@@ -146,11 +174,11 @@ def _check_fits_module(stacked, layers):
                        " in every layer.")
   _check_same(stacked, layers, "bias setting", lambda c: c.bias,
               "PyTorch's bias= applies to every layer.")
-  _check_same(stacked, layers, "activation", lambda c: c.activation,
+  _check_same(stacked, layers, "activation", lambda c: getattr(c, "activation", None),
               "PyTorch's nonlinearity= applies to every layer.")
   for l, directions in enumerate(layers):
     for d, c in enumerate(directions):
-      if c.kind == "gru" and not c.reset_after:
+      if isinstance(c, gru.GRUConfig) and not c.reset_after:
         where = _where(stacked, l, d, len(directions))
         raise ValueError(f"model: expected a reset-after GRU in {where} (PyTorch's nn.GRU is"
                          " reset-after), got gru(reset_after=False), which is reset-before and"
@@ -181,7 +209,7 @@ def _layer_params(params, stacked, layers):
     else:
       p = [p]
     for q, c, where in zip(p, directions, wheres):
-      expect(where, q, _PARAM_TYPES[c.kind])
+      expect(where, q, _PARAM_TYPES[type(c)])
       if q.w_h.shape[0] != c.hidden_size or (q.b_x is not None) != c.bias:
         raise ValueError(f"params: expected hidden size {c.hidden_size} and"
                          f" {'biases' if c.bias else 'no biases'} in {where} (the model's), got"
@@ -251,13 +279,13 @@ def from_torch(module):
   state = module.state_dict()
   hidden_size, bias = module.hidden_size, module.bias
   if module.mode == "LSTM":
-    make_cell, param_type = lambda: cells.lstm(hidden_size, bias=bias), cells.LSTMParams
+    make_cell, param_type = lambda: lstm.lstm(hidden_size, bias=bias), lstm.LSTMParams
   elif module.mode == "GRU":
-    make_cell, param_type = lambda: cells.gru(hidden_size, bias=bias), cells.GRUParams
+    make_cell, param_type = lambda: gru.gru(hidden_size, bias=bias), gru.GRUParams
   else:
     activation = "relu" if module.mode == "RNN_RELU" else "tanh"
-    make_cell = lambda: cells.rnn(hidden_size, activation=activation, bias=bias)
-    param_type = cells.RNNParams
+    make_cell = lambda: rnn.rnn(hidden_size, activation=activation, bias=bias)
+    param_type = rnn.RNNParams
 
   def read(suffix):
     get = lambda name: _to_jax(state[f"{name}_l{suffix}"]) if bias else None
@@ -290,10 +318,11 @@ def to_torch(model, params):
   ``model``; any ``batch_first`` and ``dropout``).
 
   Args:
-    model: a cell, ``bidirectional(cell, cell)`` or ``stack`` of those (what
-      one PyTorch module computes): every cell of the same type, hidden size,
-      bias setting and activation, GRUs reset-after, the same number of
-      directions in every layer, ``merge="concat"``, no
+    model: an ``rnn``, ``lstm`` or ``gru`` cell, ``bidirectional(cell, cell)``
+      or ``stack`` of those (what one PyTorch module computes; a
+      ``custom_cell`` or any other cell is refused): every cell of the same
+      type, hidden size, bias setting and activation, GRUs reset-after, the
+      same number of directions in every layer, ``merge="concat"``, no
       ``learned_initial_state`` and no compute ``dtype`` other than the
       parameters'. Its ``config`` says all this; the model is not run.
     params: ``model``'s parameters.
@@ -304,8 +333,9 @@ def to_torch(model, params):
 
   Raises:
     TypeError: ``model`` has no config, or ``params`` are not its parameters.
-    ValueError: ``model`` is not something one PyTorch module computes, or
-      ``params`` do not have its sizes.
+    ValueError: ``model`` is not something one PyTorch module computes (a
+      cell other than ``rnn``, ``lstm`` and ``gru``, or a layout or option
+      PyTorch lacks), or ``params`` do not have its sizes.
   """
   stacked, layers = _layers(_config(model), strict=True)
   _check_fits_module(stacked, layers)
@@ -324,7 +354,7 @@ def to_torch(model, params):
 def _state_layers(model):
   """``(stacked, layers)`` for the state converters, which need one cell type and hidden size."""
   stacked, layers = _layers(_config(model), strict=False)
-  _check_same(stacked, layers, "cell type", lambda c: c.kind,
+  _check_same(stacked, layers, "cell type", _cell_name,
               "PyTorch's h_n holds the states of one cell type.")
   _check_same(stacked, layers, "hidden size", lambda c: c.hidden_size,
               "PyTorch's h_n holds states of one hidden size.")
@@ -388,13 +418,19 @@ def from_torch_state(model, h_n, c_n=None):
 
   Returns:
     The jaxrnn state that `unroll` returns as ``final_state``.
+
+  Raises:
+    TypeError: ``model`` has no config.
+    ValueError: ``model`` holds a cell other than ``rnn``, ``lstm`` and
+      ``gru``, mixes cell types or hidden sizes, or ``h_n`` / ``c_n`` do not
+      fit it.
   """
   stacked, layers = _state_layers(model)
   first = layers[0][0]
-  is_lstm = first.kind == "lstm"
+  is_lstm = isinstance(first, lstm.LSTMConfig)
   if is_lstm != (c_n is not None):
     raise ValueError(f"c_n: expected {'an array' if is_lstm else 'None'} for a model of"
-                     f" {first.kind} cells (c_n is the LSTM's cell state), got"
+                     f" {_cell_name(first)} cells (c_n is the LSTM's cell state), got"
                      f" {'None' if c_n is None else 'an array'}.")
   as_jax = lambda a: _to_jax(a) if hasattr(a, "detach") else jnp.asarray(a)
   h_n = as_jax(h_n)
@@ -407,7 +443,7 @@ def from_torch_state(model, h_n, c_n=None):
     c_n = as_jax(c_n)
     if c_n.shape != h_n.shape:
       raise ValueError(f"c_n: expected the shape of h_n, {h_n.shape}, got {c_n.shape}.")
-    flat = [cells.LSTMState(hidden=h_n[k], cell=c_n[k]) for k in range(n)]
+    flat = [lstm.LSTMState(hidden=h_n[k], cell=c_n[k]) for k in range(n)]
   else:
     flat = [h_n[k] for k in range(n)]
   return _wrap_state(stacked, layers, flat)
@@ -427,9 +463,15 @@ def to_torch_state(model, state):
   Returns:
     A jax array ``h_n`` of shape ``[L*D, B, H]`` (``[L*D, H]`` when unbatched),
     or the pair ``(h_n, c_n)`` for an LSTM.
+
+  Raises:
+    TypeError: ``model`` has no config, or ``state`` is not nested like its
+      states.
+    ValueError: ``model`` holds a cell other than ``rnn``, ``lstm`` and
+      ``gru``, or mixes cell types or hidden sizes.
   """
   stacked, layers = _state_layers(model)
   flat = _directions_of_state(stacked, layers, state)
-  if layers[0][0].kind == "lstm":
+  if isinstance(layers[0][0], lstm.LSTMConfig):
     return (jnp.stack([s.hidden for s in flat]), jnp.stack([s.cell for s in flat]))
   return jnp.stack(flat)

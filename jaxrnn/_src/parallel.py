@@ -6,11 +6,11 @@ shardings (`data_parallel`) computes the same global-batch loss as on one
 device. XLA partitions it and inserts the all-reduce of the gradient itself, so
 the loss function needs no collectives and no `axis_name`:
 
-    mesh = jaxrnn.make_mesh()
-    state = jaxrnn.replicate(mesh, jaxrnn.init_train_state(params, opt, key))
-    step = jaxrnn.data_parallel(jaxrnn.make_train_step(loss_fn, opt, jit=False),
+    mesh = jaxrnn.parallel.make_mesh()
+    state = jaxrnn.parallel.replicate(mesh, jaxrnn.training.init_train_state(params, opt, key))
+    step = jaxrnn.parallel.data_parallel(jaxrnn.training.make_train_step(loss_fn, opt, jit=False),
                                 mesh, batch_axis=Batch(inputs=1, targets=0))
-    state, metrics = step(state, jaxrnn.shard_batch(mesh, batch, Batch(inputs=1, targets=0)))
+    state, metrics = step(state, jaxrnn.parallel.shard_batch(mesh, batch, Batch(inputs=1, targets=0)))
 
 jaxrnn is time-major, so the batch axis of an `[T, B, F]` sequence is 1. A
 per-example target such as `[B, 1]` has its batch axis at 0. For this reason

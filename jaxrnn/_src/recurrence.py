@@ -1,64 +1,192 @@
-"""The time loop of a single cell: its forward scan and its explicit BPTT.
+"""The cell kit: a cell's kernel, its time loop and its explicit BPTT.
 
-The forward hoists the input projection of all steps into one matmul and runs
-only the recurrent part inside `lax.scan`. The explicit backward is a
-reverse-time `lax.scan` over the cell's hand-derived `recur_bwd`, followed by
-one large matmul per weight (`param_grads`), as cuDNN does. Nothing here calls
-`jax.vjp`, `jax.grad`, `jax.jacobian` or `jax.linear_transpose`: the backward
-is a separate derivation, which is what lets the tests check autodiff against
-it. `unroll` installs it as the custom VJP of the time loop.
+A cell is a `Kernel`: the part of the step that depends on the input only
+(``project``, hoisted out of the time loop into one matmul per gate block)
+and the part that depends on the previous state (``recur``), plus the cell's
+hand-derived backward: ``recur_bwd`` is one reverse step of BPTT and
+``param_grads`` turns the per-step gradients into weight gradients with one
+matmul over all ``T*B`` rows, as cuDNN does. `kernel_cell` turns a kernel
+into a `Model` whose time loop is a `jax.custom_vjp` with that backward.
+
+Nothing here calls `jax.vjp`, `jax.grad`, `jax.jacobian` or
+`jax.linear_transpose`: the backward is a separate derivation, which is what
+lets the tests check autodiff against it. A kernel without ``recur_bwd``
+(a `custom_cell` without ``step_vjp``) is differentiated by JAX instead.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxrnn._src import base
+from jaxrnn._src import sequences
 from jaxrnn._src import validation
+
+Array = jax.Array
+PyTree = base.PyTree
+
+
+class StepGrads(NamedTuple):
+  """What one reverse step of BPTT returns.
+
+  Attributes:
+    d_state: the gradient of the state the step read.
+    d_pre: per-step gradients, stacked over time for ``param_grads`` (the
+      pre-activation gradients of the built-in cells); for a kernel without
+      ``param_grads``, the step's input gradient ``d_x``.
+    d_params: this step's parameter gradient, summed over the batch, for a
+      kernel without ``param_grads`` (the time loop sums it); None otherwise.
+  """
+  d_state: base.State
+  d_pre: PyTree
+  d_params: Optional[base.Params] = None
+
+
+class ProjectFn(Protocol):
+  """``project(params, xs, one_step=False) -> gx``: the input-only part of the step.
+
+  For any number of leading axes. ``one_step`` says ``xs`` is one step's
+  input, projected inside the loop.
+  """
+
+  def __call__(self, params: base.Params, xs: Array, one_step: bool = False) -> PyTree:
+    ...
+
+
+class RecurFn(Protocol):
+  """``recur(params, state, gx_t) -> (new_state, res)``: one step from the projected input.
+
+  ``res`` are the activations that ``output`` and the backward reuse beyond
+  the states themselves.
+  """
+
+  def __call__(self, params: base.Params, state: base.State,
+               gx_t: PyTree) -> tuple[base.State, PyTree]:
+    ...
+
+
+class OutputFn(Protocol):
+  """``output(new_state, res) -> y``; works on one step or stacked over time."""
+
+  def __call__(self, new_state: base.State, res: PyTree) -> Array:
+    ...
+
+
+class RecurBwdFn(Protocol):
+  """``recur_bwd(params, w_t, state, new_state, res, d_new_state, d_y) -> StepGrads``.
+
+  One reverse step, given the state the step read and the one it made, and
+  the gradients of the new state (from the next step) and of the output.
+  ``w_t`` is what ``transposed_weights`` returned.
+  """
+
+  def __call__(self, params: base.Params, w_t: PyTree, state: base.State,
+               new_state: base.State, res: PyTree, d_new_state: base.State,
+               d_y: Array) -> StepGrads:
+    ...
+
+
+class ParamGradsFn(Protocol):
+  """``param_grads(params, xs, states, res, d_pre) -> (d_params, d_xs)`` over whole sequences.
+
+  ``states`` are the states each step read, time-major.
+  """
+
+  def __call__(self, params: base.Params, xs: Array, states: base.State, res: PyTree,
+               d_pre: PyTree) -> tuple[base.Params, Array]:
+    ...
+
+
+class GradNormFn(Protocol):
+  """``grad_norm(d_new_state, d_y) -> [B]``: the norm `bptt` reports for a step."""
+
+  def __call__(self, d_new_state: base.State, d_y: Array) -> Array:
+    ...
 
 
 class Kernel(NamedTuple):
   """A cell, split into the pieces that the time loop and its BPTT need.
 
   Attributes:
-    project: ``project(params, xs, one_step=False) -> gx``: the input-only
-      part of the pre-activations, for any number of leading axes (a pytree;
-      the cells return one block per gate). ``one_step`` says ``xs`` is one
-      step's input, projected inside the loop: the cells then use one matmul
-      for all gates, where for a whole sequence they use one per gate.
-    recur: ``recur(params, state, gx_t) -> (state, res)``: one step given
-      the projected input; its output is ``hidden(state)``, and ``res`` are
-      the activations the backward reuses beyond the states themselves.
-    recur_bwd: ``recur_bwd(params, w_t, state, new_state, res, d_new_state,
-      d_y) -> (d_state, d_pre)``: one reverse step, given the state the step
-      read and the one it made; ``d_pre`` holds the gradients of the
-      pre-activations that ``param_grads`` needs, and ``w_t`` is what
-      ``transposed_weights`` returned.
-    param_grads: ``param_grads(params, xs, states, res, d_pre) -> (d_params,
-      d_xs)`` over whole time-major sequences (``states`` are the states each
-      step read).
-    hidden: ``hidden(state) -> h``, the part of the state the output is.
+    project: the input-only part of the step (`ProjectFn`).
+    recur: one step from the projected input (`RecurFn`).
+    output: the step's output from its new state and activations (`OutputFn`).
+    recur_bwd: one reverse step of the explicit BPTT (`RecurBwdFn`), or None
+      to let JAX differentiate ``recur``.
+    param_grads: the weight gradients from the stacked per-step gradients
+      (`ParamGradsFn`), or None when ``recur_bwd`` returns each step's
+      parameter gradient in `StepGrads.d_params`.
     transposed_weights: ``transposed_weights(params) -> w_t``: the recurrent
-      weights that ``recur_bwd`` multiplies by, transposed once before the
-      reverse scan (`base.transposed`) rather than at every step.
+      weights ``recur_bwd`` multiplies by, transposed once before the reverse
+      scan (`base.transposed`) rather than at every step.
+    grad_norm: the per-step norm of the gradient reaching the step's output
+      that `bptt` reports with ``return_hidden_grad_norms`` (`GradNormFn`).
   """
-  project: Callable[..., Any]
-  recur: Callable[..., Any]
-  recur_bwd: Callable[..., Any]
-  param_grads: Callable[..., Any]
-  hidden: Callable[..., Any]
-  transposed_weights: Callable[..., Any]
+  project: ProjectFn
+  recur: RecurFn
+  output: OutputFn
+  recur_bwd: Optional[RecurBwdFn]
+  param_grads: Optional[ParamGradsFn]
+  transposed_weights: Callable[[base.Params], PyTree]
+  grad_norm: GradNormFn
 
 
-class _Static(NamedTuple):
-  remat_chunk: Any
+def hidden_grad_norm(hidden: Callable[[base.State], Array]) -> GradNormFn:
+  """``grad_norm`` of a cell whose output is ``hidden(state)``: ``||dL/dh_t||``."""
+  def grad_norm(d_new_state, d_y):
+    d = hidden(d_new_state) + d_y
+    return jnp.sqrt(jnp.sum(d * d, axis=-1))
+  return grad_norm
+
+
+class Steps(NamedTuple):
+  """The time-major inputs of one time loop.
+
+  Attributes:
+    xs: ``[T, B, F]`` inputs.
+    mask: ``[T, B]`` bool, True on valid steps, or None.
+    resets: ``[T, B]`` bool, True where ``h0`` is swapped in, or None.
+  """
+  xs: Array
+  mask: Optional[Array]
+  resets: Optional[Array]
+
+
+class LoopOptions(NamedTuple):
+  """The static settings of a time loop (from `base.Context`)."""
+  remat_chunk: Optional[int]
   scan_unroll: int
-  state_grad_clip: Any
+  state_grad_clip: Optional[base.StateGradClip]
 
 
-def clip_state_grad(d_state, clip):
+class Residuals(NamedTuple):
+  """What the forward of BPTT keeps for the backward.
+
+  Attributes:
+    params: the parameters.
+    steps: the `Steps` read.
+    h0: the initial state (also the reset state).
+    states: the state after every step, or with ``remat_chunk`` the state at
+      the start of every chunk.
+    res: the activations of every step, or None with ``remat_chunk``.
+  """
+  params: base.Params
+  steps: Steps
+  h0: base.State
+  states: base.State
+  res: Optional[PyTree]
+
+
+# How `_scan_forward` runs: "primal" projects each step inside the loop and
+# keeps nothing; "residuals" hoists the projection and keeps the states and
+# activations for the explicit backward; "autodiff" hoists the projection
+# (JAX's transpose of it is one matmul) and keeps nothing.
+_PRIMAL, _RESIDUALS, _AUTODIFF = "primal", "residuals", "autodiff"
+
+
+def clip_state_grad(d_state: base.State, clip: Optional[base.StateGradClip]) -> base.State:
   """Clips a recurrent-state gradient per sequence (by value or by L2 norm)."""
   if clip is None:
     return d_state
@@ -72,47 +200,40 @@ def clip_state_grad(d_state, clip):
   return jax.tree.map(lambda d: d * scale[..., None].astype(d.dtype), d_state)
 
 
-def _scan_forward(kernel, static, params, xs, h0, h_start, mask, resets, residuals,
-                  project_in_loop=False):
-  """Runs ``kernel`` over time-major ``xs`` from ``h_start``.
+def _scan_forward(kernel, opts, params, steps, h0, h_start, mode):
+  """Runs ``kernel`` over ``steps`` from ``h_start``; ``h0`` is swapped in at resets.
 
-  ``h0`` is the state swapped in where ``resets`` is set. Returns
-  ``(h_end, ys)``, or with ``residuals`` ``(h_end, (ys, states, res))``:
-  the state after every step and the activations. The loop stores only
-  those; the outputs are the states' hidden part, read off after the loop
-  (`states_read` gives the states each step read), which saves a copy per
-  step and output inside the loop.
-
-  With ``project_in_loop`` (forward-only runs, which keep no residuals) each
-  step projects its own input with one matmul instead of reading a hoisted
-  ``[T, B, G*H]`` projection: on XLA:CPU that measured 1.2-1.4x faster for
-  the LSTM at B=16, H=128 and B=64, H=512, and level elsewhere. A train step
-  keeps the hoisted projection, which its backward needs anyway.
+  Returns ``(h_end, ys)``, or in the "residuals" mode ``(h_end, (ys, states,
+  res))``: the state after every step and the activations. The loop stores
+  only those; the outputs are read off after the loop, which saves a copy
+  per step inside it. The "primal" mode projects each step's input with one
+  matmul inside the loop instead of reading a hoisted ``[T, B, G*H]``
+  projection, which is faster for forward-only runs on XLA:CPU (BUILD.md).
   """
-  gx = xs if project_in_loop else kernel.project(params, xs)
+  in_loop = mode == _PRIMAL
+  gx = steps.xs if in_loop else kernel.project(params, steps.xs)
 
   def body(h, inp):
     gx_t, m_t, r_t = inp
-    if project_in_loop:
+    if in_loop:
       gx_t = kernel.project(params, gx_t, one_step=True)
-    h_in = h if r_t is None else base.batch_where(r_t, h0, h)
+    h_in = h if r_t is None else sequences.batch_where(r_t, h0, h)
     h_new, res = kernel.recur(params, h_in, gx_t)
     if m_t is not None:
-      h_new = base.batch_where(m_t, h_new, h)
-    if residuals:
+      h_new = sequences.batch_where(m_t, h_new, h)
+    if mode == _RESIDUALS:
       return h_new, (h_new, res)
-    y = kernel.hidden(h_new)
+    y = kernel.output(h_new, res)
     if m_t is not None:
       y = jnp.where(m_t[:, None], y, jnp.zeros((), y.dtype))
     return h_new, y
 
-  h_end, out = lax.scan(body, h_start, (gx, mask, resets), unroll=static.scan_unroll)
-  if not residuals:
+  h_end, out = lax.scan(body, h_start, (gx, steps.mask, steps.resets),
+                        unroll=opts.scan_unroll)
+  if mode != _RESIDUALS:
     return h_end, out
   states, res = out
-  ys = kernel.hidden(states)
-  if mask is not None:
-    ys = jnp.where(mask[..., None], ys, jnp.zeros((), ys.dtype))
+  ys = sequences.zero_padding(kernel.output(states, res), steps.mask)
   return h_end, (ys, states, res)
 
 
@@ -126,43 +247,51 @@ def states_read(states, h_start, h0, resets):
       read, h0)
 
 
-def _scan_backward(kernel, static, params, xs, mask, resets, h_start, h0, states, res,
-                   d_ys, d_h, d_h0):
+def _scan_backward(kernel, opts, params, steps, h_start, h0, states, res, d_ys, d_h, d_h0,
+                   with_norms):
   """The reverse-time scan of BPTT over one stretch of steps.
 
   ``states`` are the states the steps made, from ``h_start``. Returns the
-  gradient for the state before the stretch, the accumulated
-  gradient for the reset state ``h0``, the parameter and input gradients, and
-  the per-step norms of ``dL/dh_t``.
+  gradient of the state before the stretch, the accumulated gradient of the
+  reset state ``h0``, the parameter and input gradients, and (``with_norms``)
+  the per-step norms of ``kernel.grad_norm``, or None.
   """
   w_t = kernel.transposed_weights(params)
-  read = states_read(states, h_start, h0, resets)
+  read = states_read(states, h_start, h0, steps.resets)
+  per_step_params = kernel.param_grads is None
 
   def body(carry, inp):
-    d_h, d_h0 = carry
+    d_h, d_h0, d_acc = carry
     d_y, m_t, r_t, state_t, new_t, res_t = inp
     if m_t is not None:
       zeros = base.tree_zeros_like(d_h)
-      d_new, d_pass = base.batch_where(m_t, d_h, zeros), base.batch_where(m_t, zeros, d_h)
+      d_new = sequences.batch_where(m_t, d_h, zeros)
+      d_pass = sequences.batch_where(m_t, zeros, d_h)
       d_y = jnp.where(m_t[:, None], d_y, jnp.zeros((), d_y.dtype))
     else:
       d_new = d_h
-    d_hidden = kernel.hidden(d_new) + d_y
-    norm = jnp.sqrt(jnp.sum(d_hidden * d_hidden, axis=-1))
-    d_in, d_pre = kernel.recur_bwd(params, w_t, state_t, new_t, res_t, d_new, d_y)
+    grads = kernel.recur_bwd(params, w_t, state_t, new_t, res_t, d_new, d_y)
+    d_in = grads.d_state
+    if per_step_params:
+      d_acc = base.tree_add(d_acc, grads.d_params)
     if r_t is not None:
       zeros = base.tree_zeros_like(d_in)
-      d_h0 = base.tree_add(d_h0, base.batch_where(r_t, d_in, zeros))
-      d_in = base.batch_where(r_t, zeros, d_in)
+      d_h0 = base.tree_add(d_h0, sequences.batch_where(r_t, d_in, zeros))
+      d_in = sequences.batch_where(r_t, zeros, d_in)
     if m_t is not None:
       d_in = base.tree_add(d_in, d_pass)
-    d_in = clip_state_grad(d_in, static.state_grad_clip)
-    return (d_in, d_h0), (d_pre, norm)
+    d_in = clip_state_grad(d_in, opts.state_grad_clip)
+    norm = kernel.grad_norm(d_new, d_y) if with_norms else None
+    return (d_in, d_h0, d_acc), (grads.d_pre, norm)
 
-  (d_h, d_h0), (d_pre, norms) = lax.scan(
-      body, (d_h, d_h0), (d_ys, mask, resets, read, states, res), reverse=True,
-      unroll=static.scan_unroll)
-  d_params, d_xs = kernel.param_grads(params, xs, read, res, d_pre)
+  acc = base.tree_zeros_like(params) if per_step_params else None
+  (d_h, d_h0, acc), (d_pre, norms) = lax.scan(
+      body, (d_h, d_h0, acc), (d_ys, steps.mask, steps.resets, read, states, res),
+      reverse=True, unroll=opts.scan_unroll)
+  if per_step_params:
+    d_params, d_xs = acc, d_pre
+  else:
+    d_params, d_xs = kernel.param_grads(params, steps.xs, read, res, d_pre)
   return d_h, d_h0, d_params, d_xs, norms
 
 
@@ -175,18 +304,20 @@ def _unchunked(tree):
   return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), tree)
 
 
-def _pad_time(xs, mask, resets, chunk):
+def _pad_time(steps, chunk):
   """Pads time to a multiple of ``chunk`` with masked steps, which change nothing."""
+  xs, mask, resets = steps
   T, B = xs.shape[:2]
   pad = (-T) % chunk
-  if mask is None and pad:
+  if not pad:
+    return steps
+  if mask is None:
     mask = jnp.ones((T, B), bool)
-  if pad:
-    xs = jnp.pad(xs, ((0, pad),) + ((0, 0),) * (xs.ndim - 1))
-    mask = jnp.pad(mask, ((0, pad), (0, 0)))
-    if resets is not None:
-      resets = jnp.pad(resets, ((0, pad), (0, 0)))
-  return xs, mask, resets
+  xs = jnp.pad(xs, ((0, pad),) + ((0, 0),) * (xs.ndim - 1))
+  mask = jnp.pad(mask, ((0, pad), (0, 0)))
+  if resets is not None:
+    resets = jnp.pad(resets, ((0, pad), (0, 0)))
+  return Steps(xs, mask, resets)
 
 
 def _pad_ys(d_ys, T_padded):
@@ -194,85 +325,89 @@ def _pad_ys(d_ys, T_padded):
   return jnp.pad(d_ys, ((0, pad),) + ((0, 0),) * (d_ys.ndim - 1)) if pad else d_ys
 
 
-def primal(kernel, static, params, xs, h0, mask, resets):
+def primal(kernel, opts, params, steps, h0):
   """The forward without residuals: ``(final_state, ys)``."""
-  hT, ys = _scan_forward(kernel, static, params, xs, h0, h0, mask, resets, False,
-                         project_in_loop=True)
-  return hT, ys
+  return _scan_forward(kernel, opts, params, steps, h0, h0, _PRIMAL)
 
 
-def forward_with_residuals(kernel, static, params, xs, h0, mask, resets):
-  """The forward of BPTT: outputs, plus what the backward needs.
+def forward_with_residuals(kernel, opts, params, steps, h0):
+  """The forward of BPTT: ``((final_state, ys), Residuals)``.
 
   Without ``remat_chunk`` the residuals are the state after every step and
   the activations. With it, only the state at the start of each chunk is kept
   and the backward recomputes the rest one chunk at a time.
   """
-  k = static.remat_chunk
+  k = opts.remat_chunk
   if k is None:
-    hT, (ys, states, res) = _scan_forward(kernel, static, params, xs, h0, h0, mask, resets, True)
-    return (hT, ys), (params, xs, h0, mask, resets, states, res)
-  T = xs.shape[0]
-  xs_p, mask_p, resets_p = _pad_time(xs, mask, resets, k)
+    hT, (ys, states, res) = _scan_forward(kernel, opts, params, steps, h0, h0, _RESIDUALS)
+    return (hT, ys), Residuals(params, steps, h0, states, res)
+  T = steps.xs.shape[0]
 
-  def chunk_body(h, inp):
-    xs_c, m_c, r_c = inp
-    h_end, ys_c = _scan_forward(kernel, static, params, xs_c, h0, h, m_c, r_c, False,
-                                project_in_loop=True)
+  def chunk_body(h, steps_c):
+    h_end, ys_c = _scan_forward(kernel, opts, params, Steps(*steps_c), h0, h, _PRIMAL)
     return h_end, (ys_c, h)
 
-  hT, (ys, starts) = lax.scan(chunk_body, h0, _chunked((xs_p, mask_p, resets_p), k))
-  return (hT, _unchunked(ys)[:T]), (params, xs, h0, mask, resets, starts, None)
+  hT, (ys, starts) = lax.scan(chunk_body, h0, _chunked(tuple(_pad_time(steps, k)), k))
+  return (hT, _unchunked(ys)[:T]), Residuals(params, steps, h0, starts, None)
 
 
-def backward(kernel, static, residuals, d_hT, d_ys):
-  """The explicit BPTT: ``(d_params, d_xs, d_h0, hidden_grad_norms)``."""
-  params, xs, h0, mask, resets, states, res = residuals
+def backward(kernel, opts, residuals, d_hT, d_ys, with_norms=False):
+  """The explicit BPTT: ``(d_params, d_xs, d_h0, hidden_grad_norms or None)``."""
+  params, steps, h0, states, res = residuals
   zero_h0 = base.tree_zeros_like(h0)
-  k = static.remat_chunk
+  k = opts.remat_chunk
   if k is None:
     d_h, d_h0, d_params, d_xs, norms = _scan_backward(
-        kernel, static, params, xs, mask, resets, h0, h0, states, res, d_ys, d_hT, zero_h0)
+        kernel, opts, params, steps, h0, h0, states, res, d_ys, d_hT, zero_h0, with_norms)
   else:
-    T = xs.shape[0]
-    xs_p, mask_p, resets_p = _pad_time(xs, mask, resets, k)
-    d_ys_p = _pad_ys(d_ys, xs_p.shape[0])
+    T = steps.xs.shape[0]
+    padded = _pad_time(steps, k)
+    d_ys_p = _pad_ys(d_ys, padded.xs.shape[0])
 
     def chunk_body(carry, inp):
       d_h, d_h0, d_params = carry
-      xs_c, m_c, r_c, d_ys_c, h_start = inp
+      steps_c, d_ys_c, h_start = inp
+      steps_c = Steps(*steps_c)
       _, (_, states_c, res_c) = _scan_forward(
-          kernel, static, params, xs_c, h0, h_start, m_c, r_c, True)
+          kernel, opts, params, steps_c, h0, h_start, _RESIDUALS)
       d_h, d_h0, d_params_c, d_xs_c, norms_c = _scan_backward(
-          kernel, static, params, xs_c, m_c, r_c, h_start, h0, states_c, res_c, d_ys_c,
-          d_h, d_h0)
+          kernel, opts, params, steps_c, h_start, h0, states_c, res_c, d_ys_c, d_h, d_h0,
+          with_norms)
       return (d_h, d_h0, base.tree_add(d_params, d_params_c)), (d_xs_c, norms_c)
 
     init = (d_hT, zero_h0, base.tree_zeros_like(params))
     (d_h, d_h0, d_params), (d_xs, norms) = lax.scan(
-        chunk_body, init, _chunked((xs_p, mask_p, resets_p, d_ys_p), k) + (states,),
+        chunk_body, init, (_chunked(tuple(padded), k), _chunked(d_ys_p, k), states),
         reverse=True)
-    d_xs, norms = _unchunked(d_xs)[:T], _unchunked(norms)[:T]
+    d_xs = _unchunked(d_xs)[:T]
+    norms = None if norms is None else _unchunked(norms)[:T]
   d_state = base.tree_add(d_h, d_h0)
   cast = lambda d, p: d.astype(p.dtype)
-  return (jax.tree.map(cast, d_params, params), d_xs.astype(xs.dtype),
+  return (jax.tree.map(cast, d_params, params), d_xs.astype(steps.xs.dtype),
           jax.tree.map(cast, d_state, h0), norms)
 
 
-def _bptt_time_loop(kernel, static):
-  """The time loop as a `custom_vjp` whose backward is the explicit BPTT."""
+def _bptt_time_loop(kernel, opts, with_norms):
+  """The time loop as a `custom_vjp` whose backward is the explicit BPTT.
+
+  ``probe`` (None, or ``[T, B]`` zeros with ``with_norms``) does not change
+  the forward; its cotangent is the per-step norms of ``kernel.grad_norm``.
+  """
 
   @jax.custom_vjp
-  def loop(params, xs, h0, mask, resets):
-    return primal(kernel, static, params, xs, h0, mask, resets)
+  def loop(params, steps, h0, probe):
+    del probe
+    return primal(kernel, opts, params, steps, h0)
 
-  def fwd(params, xs, h0, mask, resets):
-    return forward_with_residuals(kernel, static, params, xs, h0, mask, resets)
+  def fwd(params, steps, h0, probe):
+    del probe
+    return forward_with_residuals(kernel, opts, params, steps, h0)
 
   def bwd(residuals, cotangents):
     d_hT, d_ys = cotangents
-    d_params, d_xs, d_h0, _ = backward(kernel, static, residuals, d_hT, d_ys)
-    return d_params, d_xs, d_h0, None, None
+    d_params, d_xs, d_h0, norms = backward(kernel, opts, residuals, d_hT, d_ys, with_norms)
+    d_steps = Steps(d_xs, None, None)
+    return d_params, d_steps, d_h0, norms
 
   loop.defvjp(fwd, bwd)
   return loop
@@ -289,60 +424,87 @@ def _clip_identity(clip):
   return identity
 
 
-def _autodiff_time_loop(kernel, static, params, xs, h0, mask, resets):
+def _autodiff_time_loop(kernel, opts, params, steps, h0):
   """The plain `lax.scan` forward, left for JAX to differentiate."""
-  clip = static.state_grad_clip
+  clip = opts.state_grad_clip
   if clip is not None:
     identity = _clip_identity(clip)
     recur = kernel.recur
     kernel = kernel._replace(recur=lambda p, h, gx: recur(p, identity(h), gx))
-  k = static.remat_chunk
+  k = opts.remat_chunk
   if k is None:
-    # Hoisted projection: JAX's transpose of it is one matmul over all steps.
-    return _scan_forward(kernel, static, params, xs, h0, h0, mask, resets, False)
-  T = xs.shape[0]
-  xs_p, mask_p, resets_p = _pad_time(xs, mask, resets, k)
+    return _scan_forward(kernel, opts, params, steps, h0, h0, _AUTODIFF)
+  T = steps.xs.shape[0]
 
   @jax.checkpoint
-  def chunk_body(h, inp):
-    xs_c, m_c, r_c = inp
-    return _scan_forward(kernel, static, params, xs_c, h0, h, m_c, r_c, False)
+  def chunk_body(h, steps_c):
+    return _scan_forward(kernel, opts, params, Steps(*steps_c), h0, h, _AUTODIFF)
 
-  hT, ys = lax.scan(chunk_body, h0, _chunked((xs_p, mask_p, resets_p), k))
+  hT, ys = lax.scan(chunk_body, h0, _chunked(tuple(_pad_time(steps, k)), k))
   return hT, _unchunked(ys)[:T]
 
 
-def _static(ctx):
-  return _Static(ctx.remat_chunk, ctx.scan_unroll, ctx.state_grad_clip)
+def loop_options(ctx: base.Context) -> LoopOptions:
+  return LoopOptions(ctx.remat_chunk, ctx.scan_unroll, ctx.state_grad_clip)
 
 
-def cell_model(kernel, init, initial_state, input_size, config):
-  """Builds the `Model` of a cell from its kernel."""
+def run_time_loop(kernel: Kernel, params: base.Params, xs: Array, state: base.State,
+                  ctx: base.Context) -> tuple[base.State, Array]:
+  """Runs ``kernel`` over time-major ``xs`` with the settings of ``ctx``.
+
+  With ``ctx.backward == "bptt"`` and a kernel that has ``recur_bwd``, the
+  loop's gradient is the explicit BPTT; otherwise JAX differentiates it.
+  """
+  opts = loop_options(ctx)
+  steps = Steps(xs, ctx.mask, ctx.resets)
+  if ctx.backward == "autodiff" or kernel.recur_bwd is None:
+    return _autodiff_time_loop(kernel, opts, params, steps, state)
+  with_norms = ctx.probe is not None
+  return _bptt_time_loop(kernel, opts, with_norms)(params, steps, state, ctx.probe)
+
+
+def _probe_zeros(T, B, dtype):
+  return jnp.zeros((T, B), dtype)
+
+
+def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.InitialStateFn,
+                input_size: base.InputSizeFn, output_size: int, config: Any,
+                name: str) -> base.Model:
+  """Builds the `Model` of a cell from its kernel.
+
+  The model's ``step`` projects one input and runs ``recur``; ``forward`` runs
+  the time loop, whose gradient is the kernel's explicit BPTT (or JAX's, for
+  a kernel without ``recur_bwd``).
+
+  Args:
+    kernel: the cell's `Kernel`.
+    init: ``init(key, input_size) -> params``.
+    initial_state: ``initial_state(params, batch_size) -> state``.
+    input_size: ``input_size(params) -> int``.
+    output_size: size of the output's last axis.
+    config: what the cell is, as data; converters dispatch on its type.
+    name: the cell's name in error messages.
+
+  Returns:
+    A `Model`.
+  """
 
   def step(params, state, x):
-    validation.check_step_input(config.kind, x, input_size(params))
-    new_state, _ = kernel.recur(params, state, kernel.project(params, x, one_step=True))
-    return new_state, kernel.hidden(new_state)
+    validation.check_step_input(name, x, input_size(params))
+    new_state, res = kernel.recur(params, state, kernel.project(params, x, one_step=True))
+    return new_state, kernel.output(new_state, res)
 
   def forward(params, xs, state, ctx):
-    static = _static(ctx)
-    if ctx.backward == "autodiff":
-      return _autodiff_time_loop(kernel, static, params, xs, state, ctx.mask, ctx.resets)
-    return _bptt_time_loop(kernel, static)(params, xs, state, ctx.mask, ctx.resets)
-
-  def backward_(params, xs, state, ctx, d_final, d_ys):
-    static = _static(ctx)
-    _, residuals = forward_with_residuals(kernel, static, params, xs, state, ctx.mask, ctx.resets)
-    return backward(kernel, static, residuals, d_final, d_ys)
+    return run_time_loop(kernel, params, xs, state, ctx)
 
   return base.Model(
       init=init,
       initial_state=initial_state,
       step=step,
-      output_size=config.hidden_size,
+      output_size=output_size,
       input_size=input_size,
       forward=forward,
-      backward=backward_,
-      initial_state_grad=lambda params, d_state: base.tree_zeros_like(params),
+      norm_probe=_probe_zeros,
+      explicit_backward=kernel.recur_bwd is not None,
       config=config,
   )

@@ -4,56 +4,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
+from jaxrnn._src import sequences
 from jaxrnn._src import validation
 
 _BACKWARDS = ("bptt", "autodiff")
 
 
-def reversal_index(mask, T, B):
-  """``[T, B]`` indices that reverse each sequence's valid prefix in place.
-
-  Position ``t < L_b`` maps to ``L_b - 1 - t`` and padding stays where it is.
-  The map is its own inverse, so the same gather undoes it.
-  """
-  t = jnp.arange(T)[:, None]
-  if mask is None:
-    return jnp.broadcast_to(T - 1 - t, (T, B))
-  lengths = mask.sum(0)[None, :]
-  return jnp.where(t < lengths, lengths - 1 - t, t)
-
-
-def gather_time(tree, index):
-  """Reorders the time axis of each ``[T, B, ...]`` leaf by a ``[T, B]`` index."""
-  def take(a):
-    idx = index.reshape(index.shape + (1,) * (a.ndim - 2))
-    return jnp.take_along_axis(a, idx, axis=0)
-  return jax.tree.map(take, tree)
-
-
-def reversed_resets(resets, mask, index):
-  """Resets for reading backwards, so that episodes stay intact.
-
-  ``resets[t]`` marks ``xs[t]`` as the first element of an episode. Reading
-  backwards, that boundary is crossed after ``xs[t]`` and before ``xs[t-1]``,
-  so the flag moves one step earlier before the sequence is reversed.
-  """
-  if resets is None:
-    return None
-  shifted = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
-  if mask is not None:
-    shifted = shifted & jnp.concatenate([mask[1:], jnp.zeros_like(mask[:1])], axis=0)
-  return gather_time(shifted, index)
-
-
-def run(model, params, xs, state, ctx, reverse):
+def run(model: base.Model, params: base.Params, xs: jax.Array, state: base.State,
+        ctx: base.Context, reverse: bool) -> tuple[base.State, jax.Array]:
   """Runs ``model.forward`` on checked, time-major inputs, reading backwards if asked."""
   if not reverse:
     return model.forward(params, xs, state, ctx)
   T, B = xs.shape[:2]
-  index = reversal_index(ctx.mask, T, B)
-  ctx = ctx._replace(resets=reversed_resets(ctx.resets, ctx.mask, index))
-  final, ys = model.forward(params, gather_time(xs, index), state, ctx)
-  return final, gather_time(ys, index)
+  index = sequences.reversal_index(ctx.mask, T, B)
+  probe = None if ctx.probe is None else sequences.gather_time(ctx.probe, index)
+  ctx = ctx._replace(resets=sequences.reversed_resets(ctx.resets, ctx.mask, index), probe=probe)
+  final, ys = model.forward(params, sequences.gather_time(xs, index), state, ctx)
+  return final, sequences.gather_time(ys, index)
 
 
 def prepare(model, params, xs, state, *, seq_lengths, resets, time_major, rng, backward,
@@ -77,7 +44,7 @@ def prepare(model, params, xs, state, *, seq_lengths, resets, time_major, rng, b
   mask = None
   if seq_lengths is not None:
     validation.check_seq_lengths(seq_lengths, B)
-    mask = jnp.arange(T)[:, None] < jnp.asarray(seq_lengths)[None, :]
+    mask = sequences.lengths_to_mask(seq_lengths, T)
   if resets is not None:
     validation.check_time_batch("resets", resets, T, B, time_major)
     resets = jnp.asarray(resets).astype(bool)
@@ -97,9 +64,11 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
   """Runs ``model`` over a batch of sequences with `jax.lax.scan`.
 
   Works under `jit`, `grad` and `vmap`. Plain `jax.grad` through `unroll`
-  runs the explicit, hand-derived BPTT of `jaxrnn.bptt` (``backward="bptt"``,
-  the default); ``backward="autodiff"`` lets JAX differentiate the scan
-  instead. Both give the same gradients to float tolerance.
+  runs each cell's explicit, hand-derived BPTT (``backward="bptt"``, the
+  default), the same backward as `jaxrnn.bptt`; ``backward="autodiff"`` lets
+  JAX differentiate the scan instead. Both give the same gradients to float
+  tolerance. A `custom_cell` without ``step_vjp`` is always differentiated by
+  JAX.
 
   Args:
     model: a `Model` (a cell or a composite).

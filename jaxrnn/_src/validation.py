@@ -53,7 +53,7 @@ def check_sequence(model, params, xs, time_major):
                      f" {list(xs.shape)} of rank {xs.ndim}. Add a batch axis of size 1"
                      " for a single sequence.")
   expected = model.input_size(params)
-  if xs.shape[-1] != expected:
+  if expected is not None and xs.shape[-1] != expected:
     raise ValueError(f"xs: expected feature size {expected} (read from params), got shape"
                      f" {list(xs.shape)} with feature size {xs.shape[-1]}.")
   return (xs.shape[0], xs.shape[1]) if time_major else (xs.shape[1], xs.shape[0])

@@ -1,0 +1,16 @@
+"""The built-in cells by name, so that experiments and benchmarks find new ones."""
+
+from collections.abc import Callable, Mapping
+import types
+
+from jaxrnn._src import base
+from jaxrnn._src import gru
+from jaxrnn._src import lstm
+from jaxrnn._src import rnn
+
+# ``CELLS[name](hidden_size, **options) -> Model`` for every built-in cell.
+CELLS: Mapping[str, Callable[..., base.Model]] = types.MappingProxyType({
+    "rnn": rnn.rnn,
+    "lstm": lstm.lstm,
+    "gru": gru.gru,
+})

@@ -1,0 +1,112 @@
+"""Shared pieces of the dense gated cells (RNN, LSTM, GRU): weights, projection, gradients.
+
+Weights are laid out for ``x @ w``: ``w_x`` is ``[input_size, G*H]`` and
+``w_h`` is ``[H, G*H]``, the transposes of PyTorch's ``weight_ih`` and
+``weight_hh``; the gate blocks follow PyTorch's order. Like PyTorch, each cell
+keeps an input-side bias ``b_x`` and a recurrent-side bias ``b_h``; only their
+sum matters for the RNN and the LSTM, and both are kept so that weights
+converted from PyTorch round-trip exactly.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src import base
+
+RECURRENT_INITS = ("uniform", "orthogonal")
+
+
+def check_options(hidden_size, recurrent_init):
+  if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
+    raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}.")
+  if recurrent_init not in RECURRENT_INITS:
+    raise ValueError(f"recurrent_init must be one of {RECURRENT_INITS}, got {recurrent_init!r}.")
+
+
+def init_weights(key, input_size, hidden_size, gates, bias, recurrent_init):
+  """PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias."""
+  if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
+    raise ValueError(f"input_size must be a positive int, got {input_size!r}.")
+  dtype = base.default_float()
+  bound = 1.0 / math.sqrt(hidden_size)
+  k_x, k_h, k_bx, k_bh = jax.random.split(key, 4)
+  g = gates * hidden_size
+  uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+  w_x = uniform(k_x, (input_size, g))
+  if recurrent_init == "orthogonal":
+    blocks = [jax.nn.initializers.orthogonal()(k, (hidden_size, hidden_size), dtype)
+              for k in jax.random.split(k_h, gates)]
+    w_h = jnp.concatenate(blocks, axis=1)
+  else:
+    w_h = uniform(k_h, (hidden_size, g))
+  if not bias:
+    return w_x, w_h, None, None
+  return w_x, w_h, uniform(k_bx, (g,)), uniform(k_bh, (g,))
+
+
+def zeros_state(hidden_size, params, batch_size):
+  shape = (hidden_size,) if batch_size is None else (batch_size, hidden_size)
+  return jnp.zeros(shape, params.w_h.dtype)
+
+
+def input_size_of(params):
+  return params.w_x.shape[0]
+
+
+def project(params, xs, dtype, fold_b_h, one_step=False):
+  """Input projection; folds in the biases that only add.
+
+  Returns one ``[..., H]`` block per gate. For a whole sequence (hoisted out
+  of the loop) each block is its own matmul and buffer: on XLA:CPU, slicing a
+  wide per-step block out of one scanned buffer and then into gates was
+  slower than scanning separate gate buffers and joining them inside the step
+  (BUILD.md has the measurement). For ``one_step`` (inside the loop) one
+  matmul covers all gates and the blocks are its slices, which XLA fuses into
+  the gate math.
+  """
+  H = params.w_h.shape[0]
+  bias = None
+  if params.b_x is not None:
+    bias = params.b_x + params.b_h if fold_b_h else params.b_x
+  if one_step:
+    a = base.matmul(xs, params.w_x, dtype)
+    if bias is not None:
+      a = a + bias
+    return tuple(a[..., k * H:(k + 1) * H] for k in range(params.w_x.shape[1] // H))
+  blocks = []
+  for k in range(params.w_x.shape[1] // H):
+    block = base.matmul(xs, params.w_x[:, k * H:(k + 1) * H], dtype)
+    blocks.append(block if bias is None else block + bias[k * H:(k + 1) * H])
+  return tuple(blocks)
+
+
+def transposed_w_h(params):
+  return base.transposed(params.w_h)
+
+
+def bias_grads(params, d_x, d_h):
+  if params.b_x is None:
+    return None, None
+  return d_x, d_h
+
+
+def sum_rows(d):
+  return d.reshape(-1, d.shape[-1]).sum(0)
+
+
+def weight_grad(inputs, d_pre):
+  """``sum_t inputs_t^T d_pre_t`` as one matmul over all ``T*B`` rows."""
+  return inputs.reshape(-1, inputs.shape[-1]).T @ d_pre.reshape(-1, d_pre.shape[-1])
+
+
+
+def gate_scale(hidden_size, sigmoid_blocks, dtype):
+  """Per-column scale ``s`` so that ``s*tanh(s*a) + 1 - s`` is sigmoid or tanh.
+
+  sigmoid(a) = tanh(a/2)/2 + 1/2, so one ``tanh`` over all gates computes
+  the sigmoid gates (s = 1/2) and the tanh gate (s = 1) together.
+  """
+  return jnp.repeat(jnp.asarray([0.5 if s else 1.0 for s in sigmoid_blocks], dtype),
+                    hidden_size)

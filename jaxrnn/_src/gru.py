@@ -1,0 +1,194 @@
+"""The GRU cell (reset-after and reset-before), with its hand-derived backward."""
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src import base
+from jaxrnn._src import gates
+from jaxrnn._src import recurrence
+
+Array = jax.Array
+
+
+class GRUParams(NamedTuple):
+  """Parameters of the GRU; gate blocks in the order ``r, z, n``.
+
+  Attributes:
+    w_x: ``[input_size, 3H]`` input weights.
+    w_h: ``[H, 3H]`` recurrent weights.
+    b_x: ``[3H]`` input-side bias, or None.
+    b_h: ``[3H]`` recurrent-side bias, or None. With ``reset_after=True`` its
+      ``n`` block is multiplied by the reset gate, as in PyTorch and cuDNN.
+  """
+  w_x: Array
+  w_h: Array
+  b_x: Optional[Array]
+  b_h: Optional[Array]
+
+
+
+class GRUConfig(NamedTuple):
+  """The options a `gru` was built with.
+
+  Attributes:
+    hidden_size: H.
+    reset_after: the candidate formula (True: PyTorch's and cuDNN's).
+    bias: whether the cell has ``b_x`` and ``b_h``.
+    dtype: the compute dtype of the matmuls, or None.
+  """
+  hidden_size: int
+  reset_after: bool = True
+  bias: bool = True
+  dtype: Any = None
+
+
+def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
+        dtype=None):
+  r"""Gated recurrent unit (Cho et al. 2014).
+
+  Gate order ``r, z, n`` (PyTorch's). With
+  :math:`a^r_t = x_t W^r_x + b^r_x + h_{t-1} W^r_h + b^r_h` and likewise
+  :math:`a^z_t`:
+
+  .. math::
+    r_t = \sigma(a^r_t), \qquad z_t = \sigma(a^z_t), \qquad
+    h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}, \qquad y_t = h_t
+
+  and the candidate :math:`n_t` is, with ``reset_after=True`` (PyTorch and
+  cuDNN; the reset gate multiplies the recurrent projection and its bias)
+
+  .. math::
+    n_t = \tanh(x_t W^n_x + b^n_x + r_t \odot (h_{t-1} W^n_h + b^n_h))
+
+  or, with ``reset_after=False`` (Cho et al. 2014; the reset gate multiplies
+  the state before the projection)
+
+  .. math::
+    n_t = \tanh(x_t W^n_x + b^n_x + (r_t \odot h_{t-1}) W^n_h + b^n_h).
+
+  The state is the array ``h``. Initialisation: ``U(-1/sqrt(H), 1/sqrt(H))``
+  for every weight and bias, as in PyTorch.
+
+  Backward (one reverse step, :math:`g = \partial L/\partial h_t`):
+
+  .. math::
+    \bar n = g \odot (1 - z_t), \quad \bar z = g \odot (h_{t-1} - n_t), \quad
+    \delta^n = \bar n \odot (1 - n_t^2), \quad
+    \delta^z = \bar z \odot z_t (1 - z_t), \quad
+    \delta^r = \bar r \odot r_t (1 - r_t)
+
+  where :math:`\bar r = \delta^n \odot (h_{t-1}W^n_h + b^n_h)` (reset-after)
+  or :math:`\bar r = (\delta^n W^{n\top}_h) \odot h_{t-1}` (reset-before).
+  Then :math:`\partial L/\partial h_{t-1} = g \odot z_t + [\delta^r, \delta^z,
+  \delta^n_h] W_h^\top` with :math:`\delta^n_h = r_t \odot \delta^n`
+  (reset-after), or :math:`g \odot z_t + [\delta^r, \delta^z] W^{rz\top}_h +
+  r_t \odot (\delta^n W^{n\top}_h)` (reset-before). Weight gradients are sums
+  over time of outer products with :math:`x_t`, :math:`h_{t-1}` (and
+  :math:`r_t \odot h_{t-1}` for :math:`W^n_h` when reset-before).
+
+  Args:
+    hidden_size: H.
+    reset_after: which candidate formula to use (see above).
+    bias: whether to have ``b_x`` and ``b_h``.
+    recurrent_init: ``"uniform"`` or ``"orthogonal"`` (per gate block).
+    dtype: compute dtype of the matmuls; parameters and state stay float32.
+
+  Returns:
+    A `Model` with `GRUParams` parameters and an array state ``[B, H]``.
+
+  References:
+    Cho et al., *Learning phrase representations using RNN encoder-decoder for
+    statistical machine translation*, EMNLP 2014.
+  """
+  gates.check_options(hidden_size, recurrent_init)
+  H = hidden_size
+
+  def init(key, input_size):
+    return GRUParams(*gates.init_weights(key, input_size, H, 3, bias, recurrent_init))
+
+  def project(params, xs, one_step=False):
+    return gates.project(params, xs, dtype, fold_b_h=False, one_step=one_step)
+
+  def gates_rz(a):
+    return 0.5 * jnp.tanh(0.5 * a) + 0.5
+
+  def recur_after(params, h, gx):
+    gh = base.matmul(h, params.w_h, dtype)
+    if params.b_h is not None:
+      gh = gh + params.b_h
+    rz = gates_rz(jnp.concatenate(gx[:2], axis=-1) + gh[..., :2 * H])
+    r, z = rz[..., :H], rz[..., H:]
+    ghn = gh[..., 2 * H:]
+    n = jnp.tanh(gx[2] + r * ghn)
+    h_new = n + z * (h - n)
+    return h_new, (rz, n, ghn)
+
+  def recur_bwd_after(params, w_h_t, h, h_new, res, d_h_new, d_y):
+    rz, n, ghn = res
+    r, z = rz[..., :H], rz[..., H:]
+    g = d_h_new + d_y
+    d_an = g * (1 - z) * (1 - n * n)
+    d_rz = jnp.concatenate([d_an * ghn, g * (h - n)], axis=-1) * rz * (1 - rz)
+    d_gh = jnp.concatenate([d_rz, d_an * r], axis=-1)
+    d_h = g * z + base.matmul(d_gh, w_h_t, dtype)
+    return recurrence.StepGrads(d_h, (jnp.concatenate([d_rz, d_an], axis=-1), d_gh))
+
+  def param_grads_after(params, xs, hs, res, d_pre):
+    d_gx, d_gh = d_pre
+    d_params = GRUParams(gates.weight_grad(xs, d_gx), gates.weight_grad(hs, d_gh),
+                         *gates.bias_grads(params, gates.sum_rows(d_gx), gates.sum_rows(d_gh)))
+    return d_params, base.matmul(d_gx, params.w_x.T, dtype)
+
+  def recur_before(params, h, gx):
+    w_rz, w_n = params.w_h[:, :2 * H], params.w_h[:, 2 * H:]
+    a_rz = jnp.concatenate(gx[:2], axis=-1) + base.matmul(h, w_rz, dtype)
+    a_n = gx[2]
+    if params.b_h is not None:
+      a_rz = a_rz + params.b_h[:2 * H]
+      a_n = a_n + params.b_h[2 * H:]
+    rz = gates_rz(a_rz)
+    r, z = rz[..., :H], rz[..., H:]
+    n = jnp.tanh(a_n + base.matmul(r * h, w_n, dtype))
+    h_new = n + z * (h - n)
+    return h_new, (rz, n)
+
+  def transposed_before(params):
+    return base.transposed(params.w_h[:, :2 * H]), base.transposed(params.w_h[:, 2 * H:])
+
+  def recur_bwd_before(params, w_h_t, h, h_new, res, d_h_new, d_y):
+    rz, n = res
+    r, z = rz[..., :H], rz[..., H:]
+    w_rz_t, w_n_t = w_h_t
+    g = d_h_new + d_y
+    d_an = g * (1 - z) * (1 - n * n)
+    d_rh = base.matmul(d_an, w_n_t, dtype)
+    d_rz = jnp.concatenate([d_rh * h, g * (h - n)], axis=-1) * rz * (1 - rz)
+    d_h = g * z + d_rh * r + base.matmul(d_rz, w_rz_t, dtype)
+    return recurrence.StepGrads(d_h, jnp.concatenate([d_rz, d_an], axis=-1))
+
+  def param_grads_before(params, xs, hs, res, d_pre):
+    rz = res[0]
+    rh = rz[..., :H] * hs
+    d_w_h = jnp.concatenate([gates.weight_grad(hs, d_pre[..., :2 * H]),
+                             gates.weight_grad(rh, d_pre[..., 2 * H:])], axis=1)
+    d_b = gates.sum_rows(d_pre)
+    d_params = GRUParams(gates.weight_grad(xs, d_pre), d_w_h, *gates.bias_grads(params, d_b, d_b))
+    return d_params, base.matmul(d_pre, params.w_x.T, dtype)
+
+  if reset_after:
+    recur, recur_bwd, param_grads, transposed = (
+        recur_after, recur_bwd_after, param_grads_after, gates.transposed_w_h)
+  else:
+    recur, recur_bwd, param_grads, transposed = (
+        recur_before, recur_bwd_before, param_grads_before, transposed_before)
+  kernel = recurrence.Kernel(
+      project=project, recur=recur, output=lambda h, res: h, recur_bwd=recur_bwd,
+      param_grads=param_grads, transposed_weights=transposed,
+      grad_norm=recurrence.hidden_grad_norm(lambda h: h))
+  return recurrence.kernel_cell(
+      kernel, init=init, initial_state=lambda p, b: gates.zeros_state(H, p, b),
+      input_size=gates.input_size_of, output_size=H,
+      config=GRUConfig(H, reset_after, bias, dtype), name="gru")
+

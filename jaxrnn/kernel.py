@@ -1,0 +1,33 @@
+"""The cell kit: build a cell with the hoisted-projection fast path and an explicit BPTT.
+
+A built-in cell is one module: a params `NamedTuple`, a config `NamedTuple`,
+and a constructor that returns ``kernel_cell(Kernel(...), ...)``. See
+`jaxrnn/_src/rnn.py` for the smallest example. For a cell written as one
+step function, `jaxrnn.custom_cell` is simpler.
+"""
+
+from jaxrnn._src.base import Context
+from jaxrnn._src.recurrence import GradNormFn
+from jaxrnn._src.recurrence import Kernel
+from jaxrnn._src.recurrence import OutputFn
+from jaxrnn._src.recurrence import ParamGradsFn
+from jaxrnn._src.recurrence import ProjectFn
+from jaxrnn._src.recurrence import RecurBwdFn
+from jaxrnn._src.recurrence import RecurFn
+from jaxrnn._src.recurrence import StepGrads
+from jaxrnn._src.recurrence import hidden_grad_norm
+from jaxrnn._src.recurrence import kernel_cell
+
+__all__ = (
+    "Context",
+    "GradNormFn",
+    "Kernel",
+    "OutputFn",
+    "ParamGradsFn",
+    "ProjectFn",
+    "RecurBwdFn",
+    "RecurFn",
+    "StepGrads",
+    "hidden_grad_norm",
+    "kernel_cell",
+)

@@ -215,6 +215,38 @@ def benchmark_memory(config, skipped) -> list[dict[str, Any]]:
   return rows
 
 
+def matmul_precision() -> dict[str, Any]:
+  """The float32 matmul precision each library is left at (the benchmark changes none).
+
+  On NVIDIA GPUs since Ampere, JAX's default (`jax_default_matmul_precision`
+  None) lets XLA's dots and the cuDNN LSTM of `jax.experimental.rnn` use TF32;
+  PyTorch keeps cuBLAS matmuls in full float32 (`allow_tf32` False) but lets
+  its cuDNN RNNs, which `nn.LSTM`/`nn.GRU`/`nn.RNN` run on CUDA, use TF32
+  (`cudnn.allow_tf32`, `cudnn.rnn.fp32_precision` "tf32"). On a CPU none of
+  these apply.
+  """
+  precision = {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return precision
+  for name, path in (("torch_cuda_matmul_allow_tf32", "backends.cuda.matmul.allow_tf32"),
+                     ("torch_cudnn_allow_tf32", "backends.cudnn.allow_tf32"),
+                     ("torch_cudnn_rnn_fp32_precision", "backends.cudnn.rnn.fp32_precision"),
+                     ("torch_float32_matmul_precision", None)):
+    try:
+      if path is None:
+        value = torch.get_float32_matmul_precision()
+      else:
+        value = torch
+        for attribute in path.split("."):
+          value = getattr(value, attribute)
+      precision[name] = value if isinstance(value, (bool, str)) else str(value)
+    except Exception:  # pylint: disable=broad-except
+      precision[name] = None  # An older or newer torch without this setting.
+  return precision
+
+
 def environment() -> dict[str, Any]:
   versions = {}
   for module in ("jax", "jaxlib", "flax", "equinox", "haiku", "torch", "numpy"):
@@ -227,7 +259,7 @@ def environment() -> dict[str, Any]:
           "cpu_cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
           # Other work on the machine skews every row; interleaving only evens it out.
           "load_average_1m_at_start": os.getloadavg()[0],
-          "versions": versions}
+          "versions": versions, "float32_matmul_precision": matmul_precision()}
 
 
 def run(config: Config) -> dict[str, Any]:

@@ -2,12 +2,8 @@
 
 import json
 import os
+import sys
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 JSON_NAME = "benchmark.json"
 TABLE_NAME = "benchmark.txt"
@@ -29,6 +25,12 @@ def format_table(results: dict[str, Any]) -> str:
       f"peak: a {results['peak_matmul_size']}^3 float32 matmul timed in each shape's "
       "round-robin.",
   ]
+  precision = env.get("float32_matmul_precision")
+  if precision:
+    lines.append("float32 matmul precision, every library at its default (on a GPU, jax's "
+                 "None lets XLA and the cudnn peer use TF32, and torch's cuDNN RNNs use TF32 "
+                 "unless cudnn.allow_tf32 is False): "
+                 + ", ".join(f"{k}={v}" for k, v in precision.items()))
   header = (f"{'peer':<16} {'ms':>10} {'min ms':>10} {'GFLOP/s':>9} {'% peak':>7} "
             f"{'x jaxrnn':>9} {'compile s':>10}")
   groups = {}
@@ -74,7 +76,15 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-  """Bars of the median time per peer, grouped by shape; one panel per mode."""
+  """Bars of the median time per peer, grouped by shape; one panel per mode.
+
+  Raises:
+    ImportError: matplotlib is not installed (imported here, so that the tables
+      and the JSON need only numpy and JAX, e.g. on a bare GPU machine).
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   modes = list(dict.fromkeys(r["mode"] for r in results["rows"]))
   panels = modes + (["memory"] if results["memory"] else [])
   fig, axes = plt.subplots(len(panels) or 1, 1, squeeze=False,
@@ -117,4 +127,7 @@ def save(results: dict[str, Any], out_dir: str, plot_png: bool = False) -> None:
   with open(os.path.join(out_dir, TABLE_NAME), "w") as f:
     f.write(format_table(results) + "\n")
   if plot_png:
-    plot(results, os.path.join(out_dir, PLOT_NAME))
+    try:
+      plot(results, os.path.join(out_dir, PLOT_NAME))
+    except ImportError as e:
+      sys.stderr.write(f"benchmark: no {PLOT_NAME} ({e}); the table and JSON are written.\n")

@@ -201,17 +201,29 @@ def clip_state_grad(d_state: base.State, clip: Optional[base.StateGradClip]) -> 
   return jax.tree.map(lambda d: d * scale[..., None].astype(d.dtype), d_state)
 
 
+def _project_in_loop():
+  """Whether forward-only runs project each step's input inside the time loop.
+
+  On XLA:CPU one small matmul per step inside the loop beat reading a
+  hoisted ``[T, B, G*H]`` projection; on a GPU the hoisted projection (one
+  large matmul before the loop and a smaller loop body) was the faster one at
+  every benchmark shape. BUILD.md has both measurements. The backend is read
+  at trace time.
+  """
+  return jax.default_backend() == "cpu"
+
+
 def _scan_forward(kernel, opts, params, steps, h0, h_start, mode):
   """Runs ``kernel`` over ``steps`` from ``h_start``; ``h0`` is swapped in at resets.
 
   Returns ``(h_end, ys)``, or in the "residuals" mode ``(h_end, (ys, states,
   res))``: the state after every step and the activations. The loop stores
   only those; the outputs are read off after the loop, which saves a copy
-  per step inside it. The "primal" mode projects each step's input with one
-  matmul inside the loop instead of reading a hoisted ``[T, B, G*H]``
-  projection, which is faster for forward-only runs on XLA:CPU (BUILD.md).
+  per step inside it. On the CPU the "primal" mode projects each step's
+  input with one matmul inside the loop instead of reading a hoisted
+  ``[T, B, G*H]`` projection (see `_project_in_loop`).
   """
-  in_loop = mode == _PRIMAL
+  in_loop = mode == _PRIMAL and _project_in_loop()
   gx = steps.xs if in_loop else kernel.project(params, steps.xs)
 
   def body(h, inp):

@@ -225,7 +225,9 @@ def matmul_precision() -> dict[str, Any]:
   (`cudnn.allow_tf32`, `cudnn.rnn.fp32_precision` "tf32"). On a CPU none of
   these apply.
   """
-  precision = {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
+  # jax.config's options are set at run time, so its type does not list them.
+  setting = jax.config.jax_default_matmul_precision  # pyright: ignore[reportAttributeAccessIssue]
+  precision = {"jax_default_matmul_precision": setting}
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:

@@ -30,7 +30,6 @@ cuDNN LSTM; `scan_floor`: the matmuls alone in `lax.scan`; `torch`):
 Everything goes to stdout; the HLO texts are saved in --out_dir too.
 """
 
-from collections import Counter
 import argparse
 import glob
 import gzip
@@ -42,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 
 # PyTorch allocates on the same GPU in this process (as in experiments/gpu_benchmark.sh).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -50,7 +50,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 def _parser() -> argparse.ArgumentParser:
   # argparse, not absl flags: experiments.benchmark (imported for its peers) defines
   # absl flags of the same names.
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--out_dir", help="Where the traces, HLO and meta JSON go.")
   parser.add_argument("--analyze", help="Only analyse this perfetto trace (.json.gz) or "
                       "every *trace.json.gz in this folder (with its profile_meta.json).")
@@ -161,7 +161,7 @@ def while_loops(computations: dict, entry: str) -> list[dict]:
     for instruction in computations.get(name, []):
       line = instruction["line"]
       if instruction["opcode"] == "while":
-        body, cond = _attribute(line, "body"), _attribute(line, "condition")
+        body, cond = _attribute(line, "body") or "", _attribute(line, "condition") or ""
         trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
         op_name = re.search(r'op_name="([^"]+)"', line)
         trips = int(trip.group(1)) if trip else None
@@ -399,7 +399,8 @@ def analyze_trace(path: str, steps: int | None = None, time_steps: int | None = 
   if time_steps:
     per_t = summary["kernels_per_step"] / time_steps
     summary["kernels_per_time_step"] = per_t
-    print(f"[analyze]   {per_t:.2f} kernels and {summary['memcpy_memset_per_step'] / time_steps:.2f}"
+    memcpy_per_t = summary["memcpy_memset_per_step"] / time_steps
+    print(f"[analyze]   {per_t:.2f} kernels and {memcpy_per_t:.2f}"
           f" memcpy per time step (T={time_steps}); wall per time step "
           f"{1e3 * wall / time_steps:.2f} us, of which GPU busy "
           f"{1e3 * summary['busy_ms_per_step'] / time_steps:.2f} us")
@@ -407,7 +408,7 @@ def analyze_trace(path: str, steps: int | None = None, time_steps: int | None = 
   for e in kernels + copies:
     total, count = by_name.get(e.get("name", ""), (0.0, 0))
     by_name[e.get("name", "")] = (total + e.get("dur", 0), count + 1)
-  print(f"[analyze]   top kernels by time (per step: count, total us, mean us):")
+  print("[analyze]   top kernels by time (per step: count, total us, mean us):")
   for name, (total, count) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]:
     print(f"[analyze]     {count / steps:7.1f}  {total / steps:9.1f}  {total / count:7.2f}  "
           f"{name[:110]}")
@@ -461,6 +462,7 @@ def analyze_path(path: str) -> list[dict]:
 def run(args: argparse.Namespace) -> None:
   """Steps 1-4 of the module docstring; jaxrnn's and cuDNN's train steps first."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from experiments import benchmark  # pylint: disable=g-import-not-at-top
   from experiments import benchmark_peers as peers  # pylint: disable=g-import-not-at-top
 

@@ -1,6 +1,7 @@
-"""`python -m experiments.train` on a bare machine, without Orbax or matplotlib if they are missing.
+"""`python -m experiments.train` on a bare machine, without Orbax or matplotlib if missing.
 
-    python -m experiments.gpu_train --steps=300 --workdir=/tmp/run   # the flags of experiments.train
+    # the flags of experiments.train:
+    python -m experiments.gpu_train --steps=300 --workdir=/tmp/run
 
 The training code is that of `experiments.train`, unchanged. Only when a
 package cannot be imported does this wrapper stand in for it:
@@ -27,7 +28,7 @@ def _without_orbax(reason: str) -> None:
   fake = types.ModuleType("orbax.checkpoint")
   fake.__getattr__ = lambda name: placeholder  # Only annotations read it at import.
   package = types.ModuleType("orbax")
-  package.checkpoint = fake
+  setattr(package, "checkpoint", fake)  # noqa: B010  # a module attribute pyright cannot see
   saved = {name: sys.modules.get(name) for name in ("orbax", "orbax.checkpoint")}
   sys.modules.update({"orbax": package, "orbax.checkpoint": fake})
   try:
@@ -73,11 +74,11 @@ def _reason(e: BaseException) -> str:
 def prepare() -> None:
   """Installs the stand-ins that this machine needs, before experiments.train is imported."""
   try:
-    import orbax.checkpoint  # pylint: disable=g-import-not-at-top,unused-import
+    import orbax.checkpoint  # noqa: F401  # the import itself is the check
   except Exception as e:  # pylint: disable=broad-except
     _without_orbax(_reason(e))   # ImportError, or a broken tensorstore/protobuf build
   try:
-    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    import matplotlib  # noqa: F401  # the import itself is the check
   except Exception as e:  # pylint: disable=broad-except
     _without_matplotlib(_reason(e))
 
@@ -85,5 +86,6 @@ def prepare() -> None:
 if __name__ == "__main__":
   prepare()
   from absl import app  # pylint: disable=g-import-not-at-top
+
   from experiments import train  # pylint: disable=g-import-not-at-top
   app.run(train.main, flags_parser=train._parse_flags)  # pylint: disable=protected-access

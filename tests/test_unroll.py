@@ -1,6 +1,7 @@
 """unroll against independent routes to the same answer."""
 
 import functools
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn
+from jaxrnn._src import recurrence
 import model_zoo
 
 SHAPES = [("T1", (1, 1, 1, 1)), ("T5", (5, 3, 2, 4)), ("B1_H1", (4, 1, 3, 1))]  # T, B, I, H
@@ -311,6 +313,23 @@ class ReadoutPrecisionAndInitTest(parameterized.TestCase):
     self.assertIsNone(nobias.b_x)
     self.assertIsNone(nobias.b_h)
     self.assertTrue(all(jnp.issubdtype(a.dtype, jnp.floating) for a in jax.tree.leaves(lstm)))
+
+
+class ForwardProjectionTest(parameterized.TestCase):
+  """Forward-only runs project inside the loop on the CPU and hoist elsewhere: same outputs."""
+
+  @parameterized.named_parameters(*[(name, name) for name in model_zoo.MODELS])
+  def test_hoisted_forward_equals_in_loop_forward(self, name):
+    jax.config.update("jax_enable_x64", True)
+    model = model_zoo.MODELS[name](4)
+    params = model_zoo.random_params(model, jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
+    kwargs = dict(seq_lengths=jnp.array([6, 3]), resets=jnp.zeros((6, 2), bool).at[2, 0].set(True))
+    with mock.patch.object(recurrence, "_project_in_loop", lambda: True):
+      in_loop = jaxrnn.unroll(model, params, xs, **kwargs)
+    with mock.patch.object(recurrence, "_project_in_loop", lambda: False):
+      hoisted = jaxrnn.unroll(model, params, xs, **kwargs)
+    model_zoo.assert_trees_close(hoisted, in_loop, rtol=1e-12, atol=1e-12)
 
 
 if __name__ == "__main__":

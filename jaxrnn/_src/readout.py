@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
+from jaxrnn._src import sequences
 from jaxrnn._src import validation
 
 
@@ -32,7 +33,7 @@ class Readout(NamedTuple):
 def sequence_mask(seq_lengths, T, B, time_major=True):
   """``[T, B]`` (or ``[B, T]``) booleans, True on the valid steps."""
   validation.check_seq_lengths(seq_lengths, B)
-  mask = jnp.arange(T)[:, None] < jnp.asarray(seq_lengths)[None, :]
+  mask = sequences.lengths_to_mask(seq_lengths, T)
   return mask if time_major else mask.T
 
 

@@ -27,6 +27,22 @@ MODELS.update({
 })
 
 
+def indrnn_without_vjp(hidden_size):
+  """An IndRNN (``h' = tanh(x W + u * h)``) as a `custom_cell` without a hand-written backward.
+
+  A cell whose config (`CustomCellConfig`) no converter knows.
+  """
+  def init(key, input_size):
+    return {"w": jax.random.normal(key, (input_size, hidden_size)),
+            "u": jnp.full((hidden_size,), 0.5)}
+
+  def step(p, h, x):
+    h = jnp.tanh(x @ p["w"] + p["u"] * h)
+    return h, h
+
+  return jaxrnn.custom_cell(init, step, output_size=hidden_size, name="indrnn")
+
+
 def random_params(model, key, input_size, scale=0.3):
   """Initialised parameters plus noise, so biases and learned states are non-trivial."""
   k_init, k_noise = jax.random.split(key)

@@ -35,17 +35,6 @@ def _inputs(seed=0):
   return jax.random.normal(jax.random.key(seed), (B, T, I))
 
 
-def _custom_cell():
-  """An IndRNN as a `custom_cell`: a cell whose config no converter knows."""
-  def init(key, input_size):
-    return {"w": jax.random.normal(key, (input_size, H)), "u": jnp.full((H,), 0.5)}
-
-  def step(p, h, x):
-    h = jnp.tanh(x @ p["w"] + p["u"] * h)
-    return h, h
-
-  return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
-
 
 class FromFlaxTest(parameterized.TestCase):
 
@@ -141,7 +130,7 @@ class ToFlaxTest(parameterized.TestCase):
       ("cell_class", nn.GRUCell), ("cell_instance", nn.LSTMCell(H)),
       ("rnn", nn.RNN(nn.SimpleCell(H))))
   def test_custom_cell_is_rejected(self, cell):
-    model = _custom_cell()
+    model = model_zoo.indrnn_without_vjp(H)
     with self.assertRaisesRegex(
         ValueError, r"^model: expected an rnn, lstm or gru cell \(config RNNConfig, LSTMConfig"
         r" or GRUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):

@@ -30,17 +30,6 @@ def _randomize(tree, seed):
                             for k, x in zip(keys, leaves)])
 
 
-def _custom_cell():
-  """An IndRNN as a `custom_cell`: a cell whose config no converter knows."""
-  def init(key, input_size):
-    return {"w": jax.random.normal(key, (input_size, H)), "u": jnp.full((H,), 0.5)}
-
-  def step(p, h, x):
-    h = jnp.tanh(x @ p["w"] + p["u"] * h)
-    return h, h
-
-  return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
-
 
 def _unroll_fn(core_cls, kwargs, name=None):
   """``(xs, state) -> (ys, final)`` with ``hk.dynamic_unroll``, time-major."""
@@ -148,7 +137,7 @@ class ToHaikuTest(parameterized.TestCase):
       interop.to_haiku(model, model.init(jax.random.key(0), I))
 
   def test_custom_cell_is_rejected(self):
-    model = _custom_cell()
+    model = model_zoo.indrnn_without_vjp(H)
     with self.assertRaisesRegex(
         ValueError, r"^model: expected an rnn, lstm or gru cell \(config RNNConfig, LSTMConfig"
         r" or GRUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):

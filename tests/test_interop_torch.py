@@ -52,17 +52,6 @@ def _numpy(x):
   return x.detach().numpy()
 
 
-def _custom_cell():
-  """An IndRNN as a `custom_cell`: a cell whose config no converter knows."""
-  def init(key, input_size):
-    return {"w": jax.random.normal(key, (input_size, H)), "u": jnp.full((H,), 0.5)}
-
-  def step(p, h, x):
-    h = jnp.tanh(x @ p["w"] + p["u"] * h)
-    return h, h
-
-  return jaxrnn.custom_cell(init, step, output_size=H, name="indrnn")
-
 
 # Formatted with where the cell is: "" or, e.g., r" in layers\[1\]".
 _CUSTOM_CELL_MESSAGE = (r"^model: expected an rnn, lstm or gru cell{} \(config RNNConfig,"
@@ -258,7 +247,7 @@ class ToTorchTest(parameterized.TestCase):
        lambda model, params: interop.from_torch_state(model, np.zeros((1, B, H), np.float32))),
   )
   def test_custom_cell_is_rejected(self, convert):
-    model = _custom_cell()
+    model = model_zoo.indrnn_without_vjp(H)
     with self.assertRaisesRegex(ValueError, _CUSTOM_CELL_MESSAGE.format("")):
       convert(model, model.init(jax.random.key(0), I))
 
@@ -269,7 +258,7 @@ class ToTorchTest(parameterized.TestCase):
       ("learned_initial_state", jaxrnn.learned_initial_state, ""),
   )
   def test_custom_cell_in_a_composite_is_rejected(self, wrap, where):
-    model = wrap(_custom_cell())
+    model = wrap(model_zoo.indrnn_without_vjp(H))
     params = model.init(jax.random.key(0), I)
     with self.assertRaisesRegex(ValueError, _CUSTOM_CELL_MESSAGE.format(where)):
       interop.to_torch_state(model, model.initial_state(params, B))

@@ -46,6 +46,9 @@ from jaxrnn._src.lstm import LSTMConfig
 from jaxrnn._src.lstm import LSTMParams
 from jaxrnn._src.lstm import LSTMState
 from jaxrnn._src.lstm import lstm
+from jaxrnn._src.mgu import MGUConfig
+from jaxrnn._src.mgu import MGUParams
+from jaxrnn._src.mgu import mgu
 from jaxrnn._src.readout import DenseParams
 from jaxrnn._src.readout import Readout
 from jaxrnn._src.readout import dense
@@ -81,6 +84,8 @@ __all__ = (
     "LSTMState",
     "LearnedStateConfig",
     "LearnedStateParams",
+    "MGUConfig",
+    "MGUParams",
     "Model",
     "Params",
     "PyTree",
@@ -104,6 +109,7 @@ __all__ = (
     "kernel",
     "learned_initial_state",
     "lstm",
+    "mgu",
     "parallel",
     "rnn",
     "sequence_cross_entropy",

@@ -14,6 +14,7 @@ CELLS = {
     "lstm": lambda h: jaxrnn.lstm(h),
     "gru": lambda h: jaxrnn.gru(h),
     "gru_reset_before": lambda h: jaxrnn.gru(h, reset_after=False),
+    "mgu": lambda h: jaxrnn.mgu(h),
 }
 
 MODELS = dict(CELLS)

@@ -90,6 +90,13 @@ class ModelZooTest(parameterized.TestCase):
       self.assertLessEqual(error, report.bounds[check])
     self.assertIn("passed", str(report))
 
+  def test_mgu_without_reset_gate_passes(self):
+    # The zoo's mgu has the reset gate; this is the other candidate formula.
+    report = testing.check_cell(jaxrnn.mgu(3, reset_gate=False), _INPUT_SIZE)
+    self.assertIn("bptt_vs_autodiff", report.passed)
+    self.assertIn("grad_vs_finite_differences", report.passed)
+    self.assertEmpty(report.skipped)
+
 
 class CheckCellTest(parameterized.TestCase):
 

@@ -1,4 +1,6 @@
-"""jaxrnn.interop against Flax linen's LSTMCell, OptimizedLSTMCell, GRUCell and SimpleCell."""
+"""jaxrnn.interop against Flax linen's LSTMCell, OptimizedLSTMCell, GRUCell, MGUCell, SimpleCell."""
+
+import functools
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -18,6 +20,8 @@ CELLS = (
     ("lstm", lambda: nn.LSTMCell(H)),
     ("optimized_lstm", lambda: nn.OptimizedLSTMCell(H)),
     ("gru", lambda: nn.GRUCell(H)),
+    ("mgu", lambda: nn.MGUCell(H)),
+    ("mgu_no_reset_gate", lambda: nn.MGUCell(H, reset_gate=False)),
     ("simple_tanh", lambda: nn.SimpleCell(H)),
     ("simple_relu", lambda: nn.SimpleCell(H, activation_fn=nn.relu)),
 )
@@ -60,6 +64,35 @@ class FromFlaxTest(parameterized.TestCase):
     model, params = interop.from_flax(rnn, variables)
     model_zoo.assert_trees_equal(interop.to_flax(model, params, rnn), variables)
 
+  @parameterized.named_parameters(("reset_gate", True), ("no_reset_gate", False))
+  def test_mgu_outputs_states_and_gradients_match_in_float64(self, reset_gate):
+    jax.config.update("jax_enable_x64", True)
+    rnn = nn.RNN(nn.MGUCell(H, reset_gate=reset_gate, param_dtype=jnp.float64))
+    xs = _inputs().astype(jnp.float64)
+    variables = _randomize(rnn.init(jax.random.key(0), xs), seed=1)
+    carry0 = _randomize(rnn.cell.initialize_carry(jax.random.key(0), xs[:, 0].shape), seed=2)
+    d_carry, d_ys = _randomize((carry0, jnp.zeros((B, T, H), jnp.float64)), seed=3)
+
+    def flax_run(variables, xs, carry0):
+      return rnn.apply(variables, xs, initial_carry=carry0, return_carry=True)
+
+    def jaxrnn_run(variables, xs, carry0):
+      # Through from_flax, so that the gradients come out in Flax's layout.
+      model, params = interop.from_flax(rnn, variables)
+      return jaxrnn.unroll(model, params, xs, carry0, time_major=False)
+
+    def loss(run, *args):
+      carry, ys = run(*args)
+      return jnp.sum(carry * d_carry) + jnp.sum(ys * d_ys)
+
+    args = (variables, xs, carry0)
+    want = flax_run(*args), jax.grad(functools.partial(loss, flax_run), (0, 1, 2))(*args)
+    got = jaxrnn_run(*args), jax.grad(functools.partial(loss, jaxrnn_run), (0, 1, 2))(*args)
+    self.assertEqual(got[0][1].dtype, jnp.float64)
+    error = max(float(jnp.max(jnp.abs(a - b)))
+                for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+    self.assertLessEqual(error, 1e-10)
+
   def test_bare_cell_and_bare_params_are_accepted(self):
     cell = nn.GRUCell(H)
     x = _inputs()[:, 0]
@@ -77,6 +110,10 @@ class ToFlaxTest(parameterized.TestCase):
        nn.OptimizedLSTMCell(H)),
       ("gru", lambda: jaxrnn.gru(H), nn.GRUCell(H)),
       ("gru_no_bias", lambda: jaxrnn.gru(H, bias=False), nn.GRUCell(H)),
+      ("mgu", lambda: jaxrnn.mgu(H), nn.MGUCell(H)),
+      ("mgu_no_reset_gate", lambda: jaxrnn.mgu(H, reset_gate=False),
+       nn.MGUCell(H, reset_gate=False)),
+      ("mgu_no_bias", lambda: jaxrnn.mgu(H, bias=False), nn.MGUCell(H)),
       ("rnn_tanh", lambda: jaxrnn.rnn(H), nn.SimpleCell(H)),
       ("rnn_relu", lambda: jaxrnn.rnn(H, activation="relu"),
        nn.SimpleCell(H, activation_fn=nn.relu)),
@@ -102,6 +139,13 @@ class ToFlaxTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ("reset_before_gru", lambda: jaxrnn.gru(H, reset_after=False), nn.GRUCell, ValueError,
        "^model: expected a reset-after GRU"),
+      ("mgu_reset_gate_to_no_reset_gate", lambda: jaxrnn.mgu(H),
+       nn.MGUCell(H, reset_gate=False), ValueError,
+       r"^cell: expected reset_gate=True .*reset_gate=False"),
+      ("mgu_no_reset_gate_to_default", lambda: jaxrnn.mgu(H, reset_gate=False), nn.MGUCell,
+       ValueError, r"^cell: expected reset_gate=False .*reset_gate=True"),
+      ("mgu_to_gru", lambda: jaxrnn.mgu(H), nn.GRUCell, TypeError,
+       "^model: expected a jaxrnn gru cell .*got mgu"),
       ("cell_type", lambda: jaxrnn.lstm(H), nn.GRUCell, TypeError,
        "^model: expected a jaxrnn gru cell .*got lstm"),
       ("relu_rnn_to_default_simple_cell", lambda: jaxrnn.rnn(H, activation="relu"), nn.SimpleCell,
@@ -132,8 +176,8 @@ class ToFlaxTest(parameterized.TestCase):
   def test_custom_cell_is_rejected(self, cell):
     model = model_zoo.indrnn_without_vjp(H)
     with self.assertRaisesRegex(
-        ValueError, r"^model: expected an rnn, lstm or gru cell \(config RNNConfig, LSTMConfig"
-        r" or GRUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):
+        ValueError, r"^model: expected an rnn, lstm, gru or mgu cell \(config RNNConfig,"
+        r" LSTMConfig, GRUConfig or MGUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):
       interop.to_flax(model, model.init(jax.random.key(0), I), cell)
 
   def test_params_of_another_model_are_rejected(self):

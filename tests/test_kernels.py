@@ -45,6 +45,9 @@ OPTIONS = (
     ("lstm_no_bias", lambda: jaxrnn.lstm(H, bias=False, forget_bias=0.0)),
     ("gru_no_bias", lambda: jaxrnn.gru(H, bias=False)),
     ("gru_reset_before_no_bias", lambda: jaxrnn.gru(H, reset_after=False, bias=False)),
+    ("mgu_no_bias", lambda: jaxrnn.mgu(H, bias=False)),
+    ("mgu_no_reset_gate", lambda: jaxrnn.mgu(H, reset_gate=False)),
+    ("mgu_no_reset_gate_no_bias", lambda: jaxrnn.mgu(H, reset_gate=False, bias=False)),
     ("rnn_dtype_none", lambda: jaxrnn.rnn(H, dtype=None)),
     ("rnn_dtype_float64", lambda: jaxrnn.rnn(H, dtype=jnp.float64)),
     ("rnn_relu_dtype_float64", lambda: jaxrnn.rnn(H, activation="relu", dtype=jnp.float64)),
@@ -52,6 +55,9 @@ OPTIONS = (
     ("gru_dtype_float64", lambda: jaxrnn.gru(H, dtype=jnp.float64)),
     ("gru_reset_before_dtype_float64",
      lambda: jaxrnn.gru(H, reset_after=False, dtype=jnp.float64)),
+    ("mgu_dtype_float64", lambda: jaxrnn.mgu(H, dtype=jnp.float64)),
+    ("mgu_no_reset_gate_dtype_float64",
+     lambda: jaxrnn.mgu(H, reset_gate=False, dtype=jnp.float64)),
 )
 
 

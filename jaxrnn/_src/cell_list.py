@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from jaxrnn._src import base
 from jaxrnn._src import gru
 from jaxrnn._src import lstm
+from jaxrnn._src import mgu
 from jaxrnn._src import rnn
 
 # ``CELLS[name](hidden_size, **options) -> Model`` for every built-in cell.
@@ -13,4 +14,5 @@ CELLS: Mapping[str, Callable[..., base.Model]] = types.MappingProxyType({
     "rnn": rnn.rnn,
     "lstm": lstm.lstm,
     "gru": gru.gru,
+    "mgu": mgu.mgu,
 })

@@ -1,4 +1,4 @@
-"""Shared pieces of the dense gated cells (RNN, LSTM, GRU): weights, projection, gradients.
+"""Shared pieces of the dense gated cells (RNN, LSTM, GRU, MGU): weights, projection, gradients.
 
 Weights are laid out for ``x @ w``: ``w_x`` is ``[input_size, G*H]`` and
 ``w_h`` is ``[H, G*H]``, the transposes of PyTorch's ``weight_ih`` and

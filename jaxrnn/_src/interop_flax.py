@@ -7,11 +7,15 @@ Flax keeps one bias per gate where jaxrnn keeps two (``b_x`` and ``b_h``):
   bias and ``b_x`` is zero.
 - ``GRUCell`` (reset-after, ``r, z, n``; biases on ``ir, iz, in`` and ``hn``):
   ``b_x`` is ``[b_ir, b_iz, b_in]`` and ``b_h`` is ``[0, 0, b_hn]``.
+- ``MGUCell`` (``f, n``; biases on ``if`` and ``in``, and on ``hn`` with
+  ``reset_gate=True``): ``b_x`` is ``[b_if, b_in]`` and ``b_h`` is
+  ``[0, b_hn]`` (``[0, 0]`` without the reset gate).
 - ``SimpleCell`` (bias on ``i``): ``b_x`` is Flax's bias and ``b_h`` is zero.
 
 So Flax -> jaxrnn -> Flax gives back identical arrays. The other way,
 `to_flax` folds ``b_x + b_h`` into Flax's single bias wherever the two are
-only added (every bias but the GRU's ``b_hn``). The outputs stay the same (to
+only added (every bias but the ``b_hn`` of the GRU and of the MGU with its
+reset gate). The outputs stay the same (to
 rounding: jaxrnn's own forward adds the two biases before the matmul results
 for the RNN and the LSTM), but jaxrnn -> Flax -> jaxrnn moves the input-side
 bias to the side Flax keeps, so those arrays change. Flax's kernels are laid
@@ -29,15 +33,20 @@ from jaxrnn._src import composites
 from jaxrnn._src import custom
 from jaxrnn._src import gru
 from jaxrnn._src import lstm
+from jaxrnn._src import mgu
 from jaxrnn._src import rnn
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")
+_MGU_GATES = ("f", "n")
 # The jaxrnn cells a Flax cell computes, by config type.
-_NAMES = {rnn.RNNConfig: "rnn", lstm.LSTMConfig: "lstm", gru.GRUConfig: "gru"}
+_NAMES = {rnn.RNNConfig: "rnn", lstm.LSTMConfig: "lstm", gru.GRUConfig: "gru",
+          mgu.MGUConfig: "mgu"}
 # Flax's cell kinds (see `_cell_kind`): the configs and parameters of the jaxrnn cells they hold.
-_CONFIGS = {"lstm": lstm.LSTMConfig, "gru": gru.GRUConfig, "simple": rnn.RNNConfig}
-_PARAM_TYPES = {"lstm": lstm.LSTMParams, "gru": gru.GRUParams, "simple": rnn.RNNParams}
+_CONFIGS = {"lstm": lstm.LSTMConfig, "gru": gru.GRUConfig, "mgu": mgu.MGUConfig,
+            "simple": rnn.RNNConfig}
+_PARAM_TYPES = {"lstm": lstm.LSTMParams, "gru": gru.GRUParams, "mgu": mgu.MGUParams,
+                "simple": rnn.RNNParams}
 
 
 def _linen():
@@ -49,15 +58,15 @@ def _linen():
 
 
 def _cell_kind(cell, argument):
-  """``"lstm"``, ``"gru"`` or ``"simple"`` for a Flax cell class or instance."""
+  """``"lstm"``, ``"gru"``, ``"mgu"`` or ``"simple"`` for a Flax cell class or instance."""
   nn = _linen()
   cls = cell if isinstance(cell, type) else type(cell)
   for kind, classes in (("lstm", (nn.LSTMCell, nn.OptimizedLSTMCell)), ("gru", (nn.GRUCell,)),
-                        ("simple", (nn.SimpleCell,))):
+                        ("mgu", (nn.MGUCell,)), ("simple", (nn.SimpleCell,))):
     if issubclass(cls, classes):
       return kind
-  raise TypeError(f"{argument}: expected flax.linen LSTMCell, OptimizedLSTMCell, GRUCell or"
-                  f" SimpleCell (or nn.RNN over one), got {cls.__name__}.")
+  raise TypeError(f"{argument}: expected flax.linen LSTMCell, OptimizedLSTMCell, GRUCell,"
+                  f" MGUCell or SimpleCell (or nn.RNN over one), got {cls.__name__}.")
 
 
 def _activation_name(fn):
@@ -109,8 +118,9 @@ def _get(params, name, field):
 def from_flax(module, variables):
   """Converts a Flax linen recurrent cell's variables into a jaxrnn cell.
 
-  Supports ``LSTMCell``, ``OptimizedLSTMCell`` (same parameters), ``GRUCell``
-  and ``SimpleCell`` (tanh or relu), alone or inside ``nn.RNN``. The result
+  Supports ``LSTMCell``, ``OptimizedLSTMCell`` (same parameters), ``GRUCell``,
+  ``MGUCell`` (either ``reset_gate``) and ``SimpleCell`` (tanh or relu),
+  alone or inside ``nn.RNN``. The result
   computes what the cell computes: with ``nn.RNN``'s default
   ``time_major=False``,
 
@@ -132,8 +142,8 @@ def from_flax(module, variables):
 
   Returns:
     ``(model, params)``: a jaxrnn cell (``lstm``, ``gru`` with
-    ``reset_after=True`` or ``rnn``) and its parameters, in the dtype of
-    Flax's arrays.
+    ``reset_after=True``, ``mgu`` with the cell's ``reset_gate``, or ``rnn``)
+    and its parameters, in the dtype of Flax's arrays.
 
   Raises:
     TypeError: ``module`` is not one of the supported cells.
@@ -157,6 +167,15 @@ def from_flax(module, variables):
                       w_h=concat([f"h{g}" for g in _GRU_GATES], "kernel"),
                       b_x=b_x, b_h=jnp.concatenate([jnp.zeros_like(b_x[:-b_hn.shape[0]]), b_hn]))
     model = gru.gru(p.w_h.shape[0], reset_after=True)
+  elif kind == "mgu":
+    b_x = concat([f"i{g}" for g in _MGU_GATES], "bias")
+    hidden_size = b_x.shape[-1] // 2
+    # Without the reset gate Flax's ``hn`` has no bias: all of the n bias is in ``in``.
+    b_hn = _get(params, "hn", "bias") if cell.reset_gate else jnp.zeros_like(b_x[hidden_size:])
+    p = mgu.MGUParams(w_x=concat([f"i{g}" for g in _MGU_GATES], "kernel"),
+                      w_h=concat([f"h{g}" for g in _MGU_GATES], "kernel"),
+                      b_x=b_x, b_h=jnp.concatenate([jnp.zeros_like(b_hn), b_hn]))
+    model = mgu.mgu(hidden_size, reset_gate=cell.reset_gate)
   else:
     b_x = _get(params, "i", "bias")
     p = rnn.RNNParams(w_x=_get(params, "i", "kernel"), w_h=_get(params, "h", "kernel"),
@@ -173,8 +192,8 @@ def _cell_config(model):
   if type(config) in _NAMES:
     return config
   if config is None:
-    raise TypeError("model: expected a jaxrnn cell (rnn, lstm or gru), whose config says what it"
-                    " computes; got a model with config=None.")
+    raise TypeError("model: expected a jaxrnn cell (rnn, lstm, gru or mgu), whose config says"
+                    " what it computes; got a model with config=None.")
   if isinstance(config, composites.LearnedStateConfig):
     raise ValueError("model: expected a single cell, got a learned_initial_state; Flax's"
                      " variables hold no trained initial state. Convert the wrapped cell with"
@@ -188,9 +207,9 @@ def _cell_config(model):
   got = f"a config of type {type(config).__name__}"
   if isinstance(config, custom.CustomCellConfig):
     got = f"custom_cell {config.name!r} ({type(config).__name__})"
-  raise ValueError("model: expected an rnn, lstm or gru cell (config RNNConfig, LSTMConfig or"
-                   " GRUConfig: the cells of Flax's SimpleCell, LSTMCell and GRUCell), got"
-                   f" {got}; the Flax converters support only those cells.")
+  raise ValueError("model: expected an rnn, lstm, gru or mgu cell (config RNNConfig, LSTMConfig,"
+                   " GRUConfig or MGUConfig: the cells of Flax's SimpleCell, LSTMCell, GRUCell"
+                   f" and MGUCell), got {got}; the Flax converters support only those cells.")
 
 
 def to_flax(model, params, cell):
@@ -204,14 +223,16 @@ def to_flax(model, params, cell):
   Args:
     model: the jaxrnn cell ``params`` belong to. Its ``config`` must be what
       ``cell`` computes: an ``lstm`` for ``LSTMCell`` and
-      ``OptimizedLSTMCell``, a reset-after ``gru`` for ``GRUCell``, an ``rnn``
+      ``OptimizedLSTMCell``, a reset-after ``gru`` for ``GRUCell``, an ``mgu``
+      with the same ``reset_gate`` for ``MGUCell``, an ``rnn``
       with the ``SimpleCell``'s activation for ``SimpleCell``, with
       ``cell``'s ``features`` as hidden size and no compute ``dtype`` other
       than the parameters'. The model is not run.
-    params: `LSTMParams`, `GRUParams` or `RNNParams` of ``model``.
+    params: `LSTMParams`, `GRUParams`, `MGUParams` or `RNNParams` of ``model``.
     cell: the Flax cell to write for: a class (``nn.LSTMCell``,
-      ``nn.OptimizedLSTMCell``, ``nn.GRUCell``, ``nn.SimpleCell``; its
-      defaults apply, so the ``SimpleCell`` is tanh), an instance of one, or
+      ``nn.OptimizedLSTMCell``, ``nn.GRUCell``, ``nn.MGUCell``,
+      ``nn.SimpleCell``; its defaults apply, so the ``SimpleCell`` is tanh and
+      the ``MGUCell`` has its reset gate), an instance of one, or
       an ``nn.RNN`` over one (then the result has ``nn.RNN``'s ``"cell"``
       level).
 
@@ -222,9 +243,10 @@ def to_flax(model, params, cell):
     TypeError: ``cell`` is not a supported Flax cell, ``model`` is not a cell
       of its kind, or ``params`` are not ``model``'s.
     ValueError: ``model`` computes something ``cell`` does not (a
-      reset-before GRU, another activation, hidden size or compute dtype, a
-      composite, a cell other than ``rnn``, ``lstm`` and ``gru`` such as a
-      ``custom_cell``), or ``cell`` has an option jaxrnn lacks.
+      reset-before GRU, another ``reset_gate``, activation, hidden size or
+      compute dtype, a composite, a cell other than ``rnn``, ``lstm``, ``gru``
+      and ``mgu`` such as a ``custom_cell``), or ``cell`` has an option jaxrnn
+      lacks.
   """
   nn = _linen()
   wrapped = isinstance(cell, nn.RNN)
@@ -241,6 +263,10 @@ def to_flax(model, params, cell):
     raise ValueError("model: expected a reset-after GRU (Flax's GRUCell is reset-after), got"
                      " gru(reset_after=False), which is reset-before and has no Flax"
                      " equivalent.")
+  if kind == "mgu" and config.reset_gate != cell.reset_gate:
+    raise ValueError(f"cell: expected reset_gate={config.reset_gate} (the model's), got the"
+                     f" {cell_name}'s reset_gate={cell.reset_gate}; pass"
+                     f" nn.MGUCell({config.hidden_size}, reset_gate={config.reset_gate}).")
   if kind == "simple" and config.activation != activation:
     raise ValueError(f"cell: expected activation_fn={config.activation} (the model's"
                      f" activation), got the {cell_name}'s {activation}; pass"
@@ -279,6 +305,16 @@ def to_flax(model, params, cell):
                       "bias": block(b_x, k) if g == "n" else block(total, k)}
       out[f"h{g}"] = {"kernel": block(params.w_h, k)}
     out["hn"]["bias"] = block(b_h, 2)
+  elif kind == "mgu":
+    b_x = params.b_x if bias else zeros
+    b_h = params.b_h if bias else zeros
+    out["if"] = {"kernel": block(params.w_x, 0), "bias": block(total, 0)}
+    out["hf"] = {"kernel": block(params.w_h, 0)}
+    out["in"] = {"kernel": block(params.w_x, 1),
+                 "bias": block(b_x if config.reset_gate else total, 1)}
+    out["hn"] = {"kernel": block(params.w_h, 1)}
+    if config.reset_gate:
+      out["hn"]["bias"] = block(b_h, 1)
   else:
     out["i"] = {"kernel": params.w_x, "bias": total}
     out["h"] = {"kernel": params.w_h}
@@ -291,7 +327,7 @@ def from_flax_carry(carry):
   """Converts a Flax cell's carry into the jaxrnn cell's state.
 
   Flax's LSTM carry is the pair ``(c, h)``, cell first; jaxrnn's is
-  ``LSTMState(hidden=h, cell=c)``. GRU and simple-cell carries are the
+  ``LSTMState(hidden=h, cell=c)``. GRU, MGU and simple-cell carries are the
   hidden array in both.
 
   Args:

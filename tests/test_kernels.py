@@ -52,6 +52,12 @@ OPTIONS = (
     ("gru_dtype_float64", lambda: jaxrnn.gru(H, dtype=jnp.float64)),
     ("gru_reset_before_dtype_float64",
      lambda: jaxrnn.gru(H, reset_after=False, dtype=jnp.float64)),
+    ("lstm_peephole", lambda: jaxrnn.lstm(H, peephole=True)),
+    ("lstm_proj", lambda: jaxrnn.lstm(H, proj_size=2)),
+    ("lstm_peephole_proj_no_bias",
+     lambda: jaxrnn.lstm(H, peephole=True, proj_size=3, bias=False, forget_bias=0.0)),
+    ("lstm_peephole_proj_dtype_float64",
+     lambda: jaxrnn.lstm(H, peephole=True, proj_size=2, dtype=jnp.float64)),
 )
 
 

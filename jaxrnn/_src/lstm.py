@@ -67,6 +67,15 @@ class LSTMConfig(NamedTuple):
   proj_size: Optional[int] = None
 
 
+def options_of(config):
+  """The options of a cell's config beyond the plain LSTM's, as ``["peephole=True", ...]``."""
+  return [f"{name}={getattr(config, name)!r}" for name, plain in _PLAIN.items()
+          if getattr(config, name, plain) != plain]
+
+
+_PLAIN = {"peephole": False, "proj_size": None}
+
+
 def lstm(hidden_size, *, peephole=False, proj_size=None, forget_bias=1.0, bias=True,
          recurrent_init="uniform", dtype=None):
   r"""Long short-term memory (Hochreiter and Schmidhuber 1997).

@@ -95,6 +95,7 @@ class ModelZooTest(parameterized.TestCase):
 _OPTION_CELLS = (
     ("lstm_peephole", lambda: jaxrnn.lstm(3, peephole=True)),
     ("lstm_proj", lambda: jaxrnn.lstm(4, proj_size=2)),
+    ("lstm_layer_norm", lambda: jaxrnn.lstm(3, layer_norm=True)),
 )
 
 

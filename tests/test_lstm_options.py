@@ -70,9 +70,45 @@ class ProjectionTest(parameterized.TestCase):
     self.assertEqual(ys.shape, (T, B, 2))
 
 
+class LayerNormTest(parameterized.TestCase):
+
+  def test_starts_as_gains_of_one_and_offsets_of_zero(self):
+    params = jaxrnn.lstm(H, layer_norm=True).init(jax.random.PRNGKey(0), I)
+    for ln, n in ((params.ln_x, 4 * H), (params.ln_h, 4 * H), (params.ln_c, H)):
+      np.testing.assert_array_equal(ln.scale, np.ones(n))
+      np.testing.assert_array_equal(ln.offset, np.zeros(n))
+    np.testing.assert_array_equal(params.b_x[H:2 * H], 1.0)
+
+  @parameterized.named_parameters(("w_x", "w_x"), ("w_h", "w_h"))
+  def test_scaling_a_weight_matrix_changes_nothing(self, name):
+    jax.config.update("jax_enable_x64", True)
+    model = jaxrnn.lstm(H, layer_norm=True)
+    params = model_zoo.random_params(model, jax.random.PRNGKey(1), I, scale=1.0)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, I))
+    state = model_zoo.random_like(jax.random.PRNGKey(3), model.initial_state(params, B))
+    # Exact but for the epsilon inside the square root (var + eps against var + eps / 9):
+    # weights 10 times larger make the variances large beside it.
+    params = params._replace(**{name: 10.0 * getattr(params, name)})
+    scaled = params._replace(**{name: 3.0 * getattr(params, name)})
+    want = jaxrnn.unroll(model, params, xs, state)
+    model_zoo.assert_trees_close(jaxrnn.unroll(model, scaled, xs, state), want, rtol=0,
+                                 atol=1e-4)
+    # Without normalisation the same scaling does change the outputs.
+    plain = jaxrnn.lstm(H)
+    plain_params = jaxrnn.LSTMParams(params.w_x, params.w_h, params.b_x, params.b_h)
+    _, ys = jaxrnn.unroll(plain, plain_params, xs, state)
+    _, ys_scaled = jaxrnn.unroll(plain, plain_params._replace(**{name: 3.0 * getattr(params, name)}),
+                                 xs, state)
+    self.assertGreater(float(jnp.max(jnp.abs(ys - ys_scaled))), 1e-2)
+
+
 class OptionErrorsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
+      ("layer_norm_and_peephole", dict(layer_norm=True, peephole=True),
+       "layer_norm=True does not combine with peephole=True"),
+      ("layer_norm_and_proj_size", dict(layer_norm=True, proj_size=2),
+       "layer_norm=True does not combine with .*proj_size=2"),
       ("proj_size_zero", dict(proj_size=0), "proj_size"),
       ("proj_size_float", dict(proj_size=2.0), "proj_size"),
   )

@@ -13,6 +13,20 @@ from jaxrnn._src import recurrence
 Array = jax.Array
 
 
+LAYER_NORM_EPS = 1e-5
+
+
+class LayerNormParams(NamedTuple):
+  """The gain and offset of one layer normalisation.
+
+  Attributes:
+    scale: ``[N]`` gain, initialised to ones.
+    offset: ``[N]`` offset, initialised to zeros.
+  """
+  scale: Array
+  offset: Array
+
+
 class LSTMParams(NamedTuple):
   """Parameters of the LSTM; gate blocks in the order ``i, f, g, o``.
 
@@ -25,6 +39,9 @@ class LSTMParams(NamedTuple):
       (``peephole=True``), or None.
     w_proj: ``[H, P]`` output projection (``proj_size=P``), or None. With it
       ``w_h`` is ``[P, 4H]``.
+    ln_x: `LayerNormParams` (``[4H]``) of ``LN(x W_x)`` (``layer_norm=True``), or None.
+    ln_h: `LayerNormParams` (``[4H]``) of ``LN(h W_h)``, or None.
+    ln_c: `LayerNormParams` (``[H]``) of ``LN(c)``, or None.
   """
   w_x: Array
   w_h: Array
@@ -32,6 +49,9 @@ class LSTMParams(NamedTuple):
   b_h: Optional[Array]
   w_peep: Optional[Array] = None
   w_proj: Optional[Array] = None
+  ln_x: Optional[LayerNormParams] = None
+  ln_h: Optional[LayerNormParams] = None
+  ln_c: Optional[LayerNormParams] = None
 
 
 
@@ -58,6 +78,7 @@ class LSTMConfig(NamedTuple):
     dtype: the compute dtype of the matmuls, or None.
     peephole: whether the gates read the cell state (``w_peep``).
     proj_size: P, the size of the projected hidden state, or None.
+    layer_norm: whether the cell is layer-normalised (``ln_x``, ``ln_h``, ``ln_c``).
   """
   hidden_size: int
   forget_bias: float = 1.0
@@ -65,6 +86,7 @@ class LSTMConfig(NamedTuple):
   dtype: Any = None
   peephole: bool = False
   proj_size: Optional[int] = None
+  layer_norm: bool = False
 
 
 def options_of(config):
@@ -73,11 +95,11 @@ def options_of(config):
           if getattr(config, name, plain) != plain]
 
 
-_PLAIN = {"peephole": False, "proj_size": None}
+_PLAIN = {"peephole": False, "proj_size": None, "layer_norm": False}
 
 
-def lstm(hidden_size, *, peephole=False, proj_size=None, forget_bias=1.0, bias=True,
-         recurrent_init="uniform", dtype=None):
+def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forget_bias=1.0,
+         bias=True, recurrent_init="uniform", dtype=None):
   r"""Long short-term memory (Hochreiter and Schmidhuber 1997).
 
   Gate order ``i, f, g, o`` (PyTorch's), with
@@ -144,12 +166,45 @@ def lstm(hidden_size, *, peephole=False, proj_size=None, forget_bias=1.0, bias=T
     \partial L/\partial p_o = \sum_t \delta^o_t \odot c_t, \quad
     \partial L/\partial W_{proj} = \sum_t m_t^\top g_{h,t}
 
-  with :math:`\delta^{i,f,g}` as above. These options run their own step
+  with :math:`\delta^{i,f,g}` as above.
+
+  ``layer_norm=True`` (Ba et al. 2016, their LSTM) normalises the two
+  projections, each over all ``4H`` gate units, and the cell state:
+
+  .. math::
+    a_t = \mathrm{LN}_x(x_t W_x) + \mathrm{LN}_h(h_{t-1} W_h) + b_x + b_h, \qquad
+    h_t = o_t \odot \tanh(\mathrm{LN}_c(c_t)) \\
+    \mathrm{LN}(z) = \gamma \odot \hat z + \beta, \quad
+    \hat z = (z - \mu) / \sqrt{\sigma^2 + \epsilon}
+
+  with :math:`\mu, \sigma^2` the mean and variance over the last axis and
+  :math:`\epsilon` = ``LAYER_NORM_EPS`` = 1e-5. The parameters are
+  ``ln_x`` and ``ln_h`` (`LayerNormParams`, gain ``scale`` and offset
+  ``offset``, ``[4H]``) and ``ln_c`` (``[H]``); gains start at ones, offsets
+  at zeros; ``b_x`` keeps the forget bias. Backward, for
+  :math:`y = \mathrm{LN}(z)` and :math:`\bar y = \partial L/\partial y`:
+
+  .. math::
+    \partial L/\partial z = \frac{1}{\sqrt{\sigma^2 + \epsilon}}\,
+      (u - \mathrm{mean}(u) - \hat z\, \mathrm{mean}(u \odot \hat z)), \quad
+    u = \gamma \odot \bar y, \quad
+    \partial L/\partial\gamma = \textstyle\sum \bar y \odot \hat z, \quad
+    \partial L/\partial\beta = \sum \bar y
+
+  applied to :math:`\bar y = g_h \odot o_t \odot (1 - \tanh^2 \mathrm{LN}_c(c_t))`
+  for ``ln_c`` and to :math:`\bar y = \delta_t` for ``ln_h`` (in the reverse
+  step, before :math:`\delta_t W_h^\top`) and ``ln_x`` (over all ``T*B``
+  rows after the loop, recomputing :math:`x_t W_x` with one matmul).
+  ``layer_norm`` does not combine with ``peephole`` or ``proj_size``.
+
+  These options run their own step
   functions, chosen when the cell is built; the plain LSTM's are unchanged.
 
   Args:
     hidden_size: H.
     peephole: whether to add the diagonal peephole weights ``w_peep``.
+    layer_norm: whether to layer-normalise the gate projections and the cell
+      state.
     proj_size: P, a positive int, to project the hidden state to P units; or
       None.
     forget_bias: initial value of the forget-gate bias.
@@ -168,14 +223,20 @@ def lstm(hidden_size, *, peephole=False, proj_size=None, forget_bias=1.0, bias=T
     Gers and Schmidhuber, *Recurrent nets that time and count*, IJCNN 2000.
     Sak, Senior and Beaufays, *Long short-term memory recurrent neural network
     architectures for large scale acoustic modeling*, Interspeech 2014.
+    Ba, Kiros and Hinton, *Layer normalization*, arXiv:1607.06450, 2016.
   """
   gates.check_options(hidden_size, recurrent_init)
   if proj_size is not None and (not isinstance(proj_size, int) or isinstance(proj_size, bool)
                                 or proj_size < 1):
     raise ValueError(f"proj_size must be a positive int or None (no projection), got"
                      f" {proj_size!r}.")
+  if layer_norm and (peephole or proj_size is not None):
+    raise ValueError(f"layer_norm=True does not combine with peephole={peephole!r} or"
+                     f" proj_size={proj_size!r}; use layer_norm alone, or peephole and proj_size"
+                     " without it.")
   H = hidden_size
-  config = LSTMConfig(H, forget_bias, bias, dtype, peephole=bool(peephole), proj_size=proj_size)
+  config = LSTMConfig(H, forget_bias, bias, dtype, peephole=bool(peephole), proj_size=proj_size,
+                      layer_norm=bool(layer_norm))
 
   def init(key, input_size):
     w_x, w_h, b_x, b_h = gates.init_weights(key, input_size, H, 4, bias, recurrent_init)
@@ -189,6 +250,9 @@ def lstm(hidden_size, *, peephole=False, proj_size=None, forget_bias=1.0, bias=T
       params = params._replace(w_peep=jnp.zeros((3, H), w_h.dtype))
     if proj_size is not None:
       params = params._replace(**_projection_init(key, H, proj_size, recurrent_init, w_h.dtype))
+    if layer_norm:
+      ln = lambda n: LayerNormParams(jnp.ones((n,), w_h.dtype), jnp.zeros((n,), w_h.dtype))
+      params = params._replace(ln_x=ln(4 * H), ln_h=ln(4 * H), ln_c=ln(H))
     return params
 
   def initial_state(params, batch_size):
@@ -196,10 +260,11 @@ def lstm(hidden_size, *, peephole=False, proj_size=None, forget_bias=1.0, bias=T
     h = c if proj_size is None else gates.zeros_state(proj_size, params, batch_size)
     return LSTMState(h, c)
 
-  if peephole or proj_size is not None:
+  if peephole or proj_size is not None or layer_norm:
     return recurrence.kernel_cell(
-        _options_kernel(H, peephole, proj_size, dtype), init=init, initial_state=initial_state,
-        input_size=gates.input_size_of, output_size=proj_size or H, config=config, name="lstm")
+        _options_kernel(H, peephole, proj_size, layer_norm, dtype), init=init,
+        initial_state=initial_state, input_size=gates.input_size_of,
+        output_size=proj_size or H, config=config, name="lstm")
 
   def project(params, xs, one_step=False):
     return gates.project(params, xs, dtype, fold_b_h=True, one_step=one_step)
@@ -254,10 +319,15 @@ def _projection_init(key, H, P, recurrent_init, dtype):
 
 
 class _Residuals(NamedTuple):
-  """What a step of `_options_kernel` keeps: the gate activations ``[i, f, g, o]``
-  and, with a projection, ``m = o * tanh(c)`` (the projection's input)."""
+  """What a step of `_options_kernel` keeps: the gate activations ``[i, f, g, o]``;
+  with a projection, ``m = o * tanh(c)`` (the projection's input); with layer
+  norm, the normalised ``h W_h`` and ``c`` and their ``1 / sqrt(var + eps)``."""
   act: Array
   m: Optional[Array]
+  z_h: Optional[Array] = None
+  rstd_h: Optional[Array] = None
+  z_c: Optional[Array] = None
+  rstd_c: Optional[Array] = None
 
 
 class _PerStep(NamedTuple):
@@ -267,23 +337,45 @@ class _PerStep(NamedTuple):
   delta: Array
   peep_o: Optional[Array]
   d_h: Optional[Array]
+  d_a_h: Optional[Array] = None
+  d_ln_c: Optional[Array] = None
 
 
 def _split(a, H):
   return a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H], a[..., 3 * H:]
 
 
-def _options_kernel(H, peephole, proj_size, dtype):
-  """The kernel of an LSTM with peepholes and/or a projection (see `lstm`)."""
+def _normalize(z):
+  """``(z - mean) / sqrt(var + eps)`` over the last axis, and ``1 / sqrt(var + eps)``."""
+  centred = z - jnp.mean(z, axis=-1, keepdims=True)
+  rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LAYER_NORM_EPS)
+  return centred * rstd, rstd
+
+
+def _normalize_bwd(u, z_hat, rstd):
+  """The gradient of ``z`` from ``u``, the gradient of ``z_hat`` (see `lstm`)."""
+  return rstd * (u - jnp.mean(u, axis=-1, keepdims=True)
+                 - z_hat * jnp.mean(u * z_hat, axis=-1, keepdims=True))
+
+
+def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
+  """The kernel of an LSTM with peepholes, a projection or layer norm (see `lstm`)."""
   projected = proj_size is not None
 
   def project(params, xs, one_step=False):
     del one_step  # one matmul over all gates either way
     a = base.matmul(xs, params.w_x, dtype)
+    if layer_norm:
+      a = _normalize(a)[0] * params.ln_x.scale + params.ln_x.offset
     return a if params.b_x is None else a + (params.b_x + params.b_h)
 
   def recur(params, state, a_x):
-    a_i, a_f, a_g, a_o = _split(a_x + base.matmul(state.hidden, params.w_h, dtype), H)
+    a_h = base.matmul(state.hidden, params.w_h, dtype)
+    z_h = rstd_h = z_c = rstd_c = None
+    if layer_norm:
+      z_h, rstd_h = _normalize(a_h)
+      a_h = z_h * params.ln_h.scale + params.ln_h.offset
+    a_i, a_f, a_g, a_o = _split(a_x + a_h, H)
     if peephole:
       a_i = a_i + params.w_peep[0] * state.cell
       a_f = a_f + params.w_peep[1] * state.cell
@@ -292,10 +384,14 @@ def _options_kernel(H, peephole, proj_size, dtype):
     if peephole:
       a_o = a_o + params.w_peep[2] * c
     o = jax.nn.sigmoid(a_o)
-    m = o * jnp.tanh(c)
+    if layer_norm:
+      z_c, rstd_c = _normalize(c)
+      m = o * jnp.tanh(z_c * params.ln_c.scale + params.ln_c.offset)
+    else:
+      m = o * jnp.tanh(c)
     h = base.matmul(m, params.w_proj, dtype) if projected else m
     return LSTMState(h, c), _Residuals(jnp.concatenate([i, f, g, o], axis=-1),
-                                       m if projected else None)
+                                       m if projected else None, z_h, rstd_h, z_c, rstd_c)
 
   def transposed_weights(params):
     w_proj_t = base.transposed(params.w_proj) if projected else None
@@ -304,11 +400,18 @@ def _options_kernel(H, peephole, proj_size, dtype):
   def recur_bwd(params, w_t, state, new_state, res, d_state, d_y):
     w_h_t, w_proj_t = w_t
     i, f, g, o = _split(res.act, H)
-    tc = jnp.tanh(new_state.cell)
+    if layer_norm:
+      tc = jnp.tanh(res.z_c * params.ln_c.scale + params.ln_c.offset)
+    else:
+      tc = jnp.tanh(new_state.cell)
     d_h = d_state.hidden + d_y
     d_m = base.matmul(d_h, w_proj_t, dtype) if projected else d_h
     delta_o = d_m * tc * o * (1 - o)
-    d_c = d_state.cell + d_m * o * (1 - tc * tc)
+    d_tc = d_m * o * (1 - tc * tc)
+    d_ln_c = d_tc if layer_norm else None
+    if layer_norm:
+      d_tc = _normalize_bwd(d_tc * params.ln_c.scale, res.z_c, res.rstd_c)
+    d_c = d_state.cell + d_tc
     if peephole:
       d_c = d_c + params.w_peep[2] * delta_o
     delta_i = d_c * g * i * (1 - i)
@@ -318,16 +421,29 @@ def _options_kernel(H, peephole, proj_size, dtype):
     if peephole:
       d_c_prev = d_c_prev + params.w_peep[0] * delta_i + params.w_peep[1] * delta_f
     delta = jnp.concatenate([delta_i, delta_f, delta_g, delta_o], axis=-1)
-    d_prev = LSTMState(base.matmul(delta, w_h_t, dtype), d_c_prev)
+    d_a_h = (_normalize_bwd(delta * params.ln_h.scale, res.z_h, res.rstd_h) if layer_norm
+             else delta)
+    d_prev = LSTMState(base.matmul(d_a_h, w_h_t, dtype), d_c_prev)
     per_step = _PerStep(delta, delta_o * new_state.cell if peephole else None,
-                        d_h if projected else None)
+                        d_h if projected else None, d_a_h if layer_norm else None, d_ln_c)
     return recurrence.StepGrads(d_prev, per_step)
 
   def param_grads(params, xs, states, res, per_step):
     delta = per_step.delta
     d_b = gates.sum_rows(delta)
-    d_params = LSTMParams(gates.weight_grad(xs, delta), gates.weight_grad(states.hidden, delta),
+    d_a_x, d_a_h, z_x = delta, delta, None
+    if layer_norm:
+      z_x, rstd_x = _normalize(base.matmul(xs, params.w_x, dtype))
+      d_a_x = _normalize_bwd(delta * params.ln_x.scale, z_x, rstd_x)
+      d_a_h = per_step.d_a_h
+    d_params = LSTMParams(gates.weight_grad(xs, d_a_x), gates.weight_grad(states.hidden, d_a_h),
                           *gates.bias_grads(params, d_b, d_b))
+    if layer_norm:
+      d_params = d_params._replace(
+          ln_x=LayerNormParams(gates.sum_rows(delta * z_x), d_b),
+          ln_h=LayerNormParams(gates.sum_rows(delta * res.z_h), d_b),
+          ln_c=LayerNormParams(gates.sum_rows(per_step.d_ln_c * res.z_c),
+                               gates.sum_rows(per_step.d_ln_c)))
     if peephole:
       delta_i, delta_f = delta[..., :H], delta[..., H:2 * H]
       d_params = d_params._replace(w_peep=jnp.stack([
@@ -335,7 +451,7 @@ def _options_kernel(H, peephole, proj_size, dtype):
           gates.sum_rows(per_step.peep_o)]))
     if projected:
       d_params = d_params._replace(w_proj=gates.weight_grad(res.m, per_step.d_h))
-    return d_params, base.matmul(delta, params.w_x.T, dtype)
+    return d_params, base.matmul(d_a_x, params.w_x.T, dtype)
 
   return recurrence.Kernel(
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,

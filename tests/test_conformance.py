@@ -98,6 +98,24 @@ class ModelZooTest(parameterized.TestCase):
     self.assertEmpty(report.skipped)
 
 
+# Cells with options, checked here only: in model_zoo they would multiply every test.
+_OPTION_CELLS = (
+    ("lstm_peephole", lambda: jaxrnn.lstm(3, peephole=True)),
+    ("lstm_proj", lambda: jaxrnn.lstm(4, proj_size=2)),
+    ("lstm_layer_norm", lambda: jaxrnn.lstm(3, layer_norm=True)),
+)
+
+
+class OptionCellsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_OPTION_CELLS)
+  def test_passes(self, make):
+    report = testing.check_cell(make(), _INPUT_SIZE)
+    self.assertEmpty(report.skipped)
+    self.assertIn("bptt_vs_autodiff", report.passed)
+    self.assertIn("grad_vs_finite_differences", report.passed)
+
+
 class CheckCellTest(parameterized.TestCase):
 
   def test_runs_in_float64_with_x64_off_and_turns_it_off_again(self):

@@ -162,6 +162,8 @@ class ToFlaxTest(parameterized.TestCase):
        ValueError, "^model: expected a single cell, got a learned_initial_state"),
       ("bfloat16", lambda: jaxrnn.lstm(H, dtype=jnp.bfloat16), nn.LSTMCell, ValueError,
        "^model: expected matmuls in the parameters' dtype .*got dtype=bfloat16"),
+      ("lstm_options", lambda: jaxrnn.lstm(H, peephole=True, proj_size=2), nn.LSTMCell,
+       ValueError, r"^model: expected a plain lstm .*got lstm\(peephole=True, proj_size=2\)"),
       ("no_config", lambda: jaxrnn.lstm(H)._replace(config=None), nn.LSTMCell, TypeError,
        "^model: .*config=None"),
   )

@@ -128,6 +128,8 @@ class ToHaikuTest(parameterized.TestCase):
        ValueError, "^model: expected a single cell, got a learned_initial_state"),
       ("bfloat16", lambda: jaxrnn.gru(H, reset_after=False, dtype=jnp.bfloat16), ValueError,
        "^model: expected matmuls in the parameters' dtype .*got dtype=bfloat16"),
+      ("lstm_peephole", lambda: jaxrnn.lstm(H, peephole=True), ValueError,
+       r"^model: expected a plain lstm .*got lstm\(peephole=True\)"),
       ("no_config", lambda: jaxrnn.lstm(H)._replace(config=None), TypeError,
        "^model: .*config=None"),
   )

@@ -23,6 +23,9 @@ CASES = (
     ("lstm_bidirectional_batch_first", torch.nn.LSTM,
      dict(num_layers=2, bidirectional=True, batch_first=True)),
     ("lstm_no_bias_bidirectional", torch.nn.LSTM, dict(bias=False, bidirectional=True)),
+    ("lstm_proj_2_layers_bidirectional", torch.nn.LSTM,
+     dict(num_layers=2, bidirectional=True, proj_size=2)),
+    ("lstm_proj_no_bias_batch_first", torch.nn.LSTM, dict(bias=False, batch_first=True, proj_size=3)),
     ("gru_batch_first", torch.nn.GRU, dict(batch_first=True)),
     ("gru_3_layers_bidirectional_batch_first", torch.nn.GRU,
      dict(num_layers=3, bidirectional=True, batch_first=True)),
@@ -66,7 +69,7 @@ class FromTorchTest(parameterized.TestCase):
     batch_first = kwargs.get("batch_first", False)
     num_states = module.num_layers * (2 if module.bidirectional else 1)
     xs = torch.randn((B, T, I) if batch_first else (T, B, I))
-    h0 = torch.randn(num_states, B, H)
+    h0 = torch.randn(num_states, B, kwargs.get("proj_size") or H)
     c0 = torch.randn(num_states, B, H) if cls is torch.nn.LSTM else None
     with torch.no_grad():
       ys, final = module(xs, h0 if c0 is None else (h0, c0))
@@ -150,6 +153,55 @@ class FromTorchTest(parameterized.TestCase):
     np.testing.assert_array_equal(back_c, c_n)
 
 
+class ProjSizeFloat64Test(parameterized.TestCase):
+  """``nn.LSTM(proj_size=P)``, two layers, bidirectional, in float64: equal to rounding."""
+
+  P = 2
+
+  def setUp(self):
+    super().setUp()
+    jax.config.update("jax_enable_x64", True)
+    self.module = _random_module(torch.nn.LSTM, dict(num_layers=2, bidirectional=True,
+                                                     proj_size=self.P), dtype=torch.float64)
+    self.model, self.params = interop.from_torch(self.module)
+    gen = torch.Generator().manual_seed(3)
+    self.xs = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+    self.h0 = torch.randn(4, B, self.P, dtype=torch.float64, generator=gen)
+    self.c0 = torch.randn(4, B, H, dtype=torch.float64, generator=gen)
+
+  def _assert_close(self, ours, theirs):
+    err = max(float(np.max(np.abs(np.asarray(a) - _numpy(b)))) for a, b in zip(ours, theirs))
+    self.assertLessEqual(err, 1e-10)
+
+  def test_outputs_and_final_states_match(self):
+    with torch.no_grad():
+      ys, (h_n, c_n) = self.module(self.xs, (self.h0, self.c0))
+    state = interop.from_torch_state(self.model, self.h0, self.c0)
+    final, our_ys = jaxrnn.unroll(self.model, self.params, jnp.asarray(_numpy(self.xs)), state)
+    self.assertEqual(our_ys.dtype, jnp.float64)
+    self._assert_close((our_ys, *interop.to_torch_state(self.model, final)), (ys, h_n, c_n))
+
+  def test_packed_sequences_match_seq_lengths(self):
+    lengths = torch.tensor([T, 2, 4])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(self.xs, lengths, enforce_sorted=False)
+    with torch.no_grad():
+      out, (h_n, c_n) = self.module(packed, (self.h0, self.c0))
+    ys, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    state = interop.from_torch_state(self.model, self.h0, self.c0)
+    final, our_ys = jaxrnn.unroll(self.model, self.params, jnp.asarray(_numpy(self.xs)), state,
+                                  seq_lengths=jnp.asarray(lengths.numpy()))
+    self._assert_close((our_ys, *interop.to_torch_state(self.model, final)), (ys, h_n, c_n))
+
+  def test_round_trip_is_exact(self):
+    state_dict = interop.to_torch(self.model, self.params)
+    self.assertEqual(list(state_dict), list(self.module.state_dict()))
+    for name, tensor in self.module.state_dict().items():
+      self.assertEqual(state_dict[name].dtype, torch.float64, name)
+      self.assertTrue(torch.equal(state_dict[name], tensor), name)
+    fresh = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=self.P)
+    fresh.to(torch.float64).load_state_dict(state_dict, strict=True)
+
+
 class ToTorchTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -210,9 +262,23 @@ class ToTorchTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "^params: expected hidden size 6"):
       interop.to_torch(jaxrnn.lstm(H), jaxrnn.lstm(H + 1).init(jax.random.key(0), I))
 
-  def test_proj_size_is_not_implemented(self):
-    with self.assertRaisesRegex(NotImplementedError, "proj_size"):
-      interop.from_torch(torch.nn.LSTM(I, H, proj_size=2))
+  @parameterized.named_parameters(
+      ("peephole", lambda: jaxrnn.lstm(H, peephole=True), "without peepholes.*peephole=True"),
+      ("layer_norm", lambda: jaxrnn.lstm(H, layer_norm=True), "layer norm.*layer_norm=True"),
+      ("proj_sizes", lambda: jaxrnn.stack([jaxrnn.lstm(H, proj_size=2), jaxrnn.lstm(H)]),
+       "proj_size"),
+  )
+  def test_lstm_options_no_module_has_are_rejected(self, make_model, message):
+    model = make_model()
+    with self.assertRaisesRegex(ValueError, "^model: expected .*" + message):
+      interop.to_torch(model, model.init(jax.random.key(0), I))
+
+  def test_projected_state_shapes_are_checked(self):
+    model, _ = interop.from_torch(torch.nn.LSTM(I, H, proj_size=2))
+    with self.assertRaisesRegex(ValueError, r"^h_n: expected shape \[1, B, 2\].*proj_size"):
+      interop.from_torch_state(model, np.zeros((1, B, H)), np.zeros((1, B, H)))
+    with self.assertRaisesRegex(ValueError, r"^c_n: expected shape \(1, 3, 6\)"):
+      interop.from_torch_state(model, np.zeros((1, B, 2)), np.zeros((1, B, 2)))
 
   def test_other_modules_are_rejected(self):
     with self.assertRaisesRegex(TypeError, "module"):

@@ -58,6 +58,15 @@ OPTIONS = (
     ("mgu_dtype_float64", lambda: jaxrnn.mgu(H, dtype=jnp.float64)),
     ("mgu_no_reset_gate_dtype_float64",
      lambda: jaxrnn.mgu(H, reset_gate=False, dtype=jnp.float64)),
+    ("lstm_peephole", lambda: jaxrnn.lstm(H, peephole=True)),
+    ("lstm_proj", lambda: jaxrnn.lstm(H, proj_size=2)),
+    ("lstm_peephole_proj_no_bias",
+     lambda: jaxrnn.lstm(H, peephole=True, proj_size=3, bias=False, forget_bias=0.0)),
+    ("lstm_peephole_proj_dtype_float64",
+     lambda: jaxrnn.lstm(H, peephole=True, proj_size=2, dtype=jnp.float64)),
+    ("lstm_layer_norm", lambda: jaxrnn.lstm(H, layer_norm=True)),
+    ("lstm_layer_norm_no_bias_dtype_float64",
+     lambda: jaxrnn.lstm(H, layer_norm=True, bias=False, forget_bias=0.0, dtype=jnp.float64)),
 )
 
 

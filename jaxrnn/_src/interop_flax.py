@@ -190,6 +190,9 @@ def _cell_config(model):
     raise TypeError(f"model: expected a jaxrnn cell, got {type(model).__name__}.")
   config = model.config
   if type(config) in _NAMES:
+    if lstm.options_of(config):
+      raise ValueError(f"model: expected a plain lstm (Flax's LSTMCell has no such option), got"
+                       f" lstm({', '.join(lstm.options_of(config))}).")
     return config
   if config is None:
     raise TypeError("model: expected a jaxrnn cell (rnn, lstm, gru or mgu), whose config says"

@@ -166,6 +166,9 @@ def _core_for(model):
     raise ValueError("model: expected an rnn, lstm or gru cell (config RNNConfig, LSTMConfig or"
                      f" GRUConfig: the cells of hk.VanillaRNN, hk.LSTM and hk.GRU), got {got};"
                      " the Haiku converters support only those cells.")
+  if kind == "lstm" and lstm.options_of(config):
+    raise ValueError(f"model: expected a plain lstm (hk.LSTM has no such option), got"
+                     f" lstm({', '.join(lstm.options_of(config))}).")
   if kind == "gru" and config.reset_after:
     raise ValueError("model: expected a reset-before GRU (hk.GRU is reset-before), got"
                      " gru(reset_after=True), which has no Haiku equivalent.")

@@ -4,7 +4,8 @@ PyTorch and jaxrnn use the same equations, gate orders (LSTM ``i, f, g, o``;
 GRU ``r, z, n``, reset-after) and two biases per layer, so conversion is a
 transpose: jaxrnn's ``w_x`` is ``weight_ih_l{k}.T`` and ``w_h`` is
 ``weight_hh_l{k}.T``; ``b_x`` is ``bias_ih_l{k}`` and ``b_h`` is
-``bias_hh_l{k}``. Nothing is added or folded, so the round trip
+``bias_hh_l{k}``; an LSTM's projection (``proj_size=P``) ``w_proj`` is
+``weight_hr_l{k}.T``. Nothing is added or folded, so the round trip
 PyTorch -> jaxrnn -> PyTorch gives back bit-identical tensors.
 
 Model layout: ``num_layers=1`` unidirectional gives a bare cell; anything else
@@ -140,6 +141,11 @@ def _is_cell(where, config):
                    " alone or in stack and bidirectional.")
 
 
+def _out_size(config):
+  """The size of a cell's hidden state: ``proj_size`` for a projected LSTM, else H."""
+  return getattr(config, "proj_size", None) or config.hidden_size
+
+
 def _in(where):
   return f" in {where}" if where else ""
 
@@ -172,12 +178,20 @@ def _check_fits_module(stacked, layers):
       raise ValueError(f"model: expected {len(layers[0])} direction(s) in layers[{l}], like"
                        f" layers[0], got {len(directions)}; a PyTorch module has the same number"
                        " in every layer.")
+  _check_same(stacked, layers, "proj_size", lambda c: getattr(c, "proj_size", None),
+              "PyTorch's proj_size= applies to every layer.")
   _check_same(stacked, layers, "bias setting", lambda c: c.bias,
               "PyTorch's bias= applies to every layer.")
   _check_same(stacked, layers, "activation", lambda c: getattr(c, "activation", None),
               "PyTorch's nonlinearity= applies to every layer.")
   for l, directions in enumerate(layers):
     for d, c in enumerate(directions):
+      unsupported = [o for o in lstm.options_of(c) if not o.startswith("proj_size=")] if (
+          isinstance(c, lstm.LSTMConfig)) else []
+      if unsupported:
+        raise ValueError(f"model: expected an lstm without peepholes or layer norm in"
+                         f" {_where(stacked, l, d, len(directions))} (PyTorch's nn.LSTM has"
+                         f" neither), got lstm({', '.join(unsupported)}).")
       if isinstance(c, gru.GRUConfig) and not c.reset_after:
         where = _where(stacked, l, d, len(directions))
         raise ValueError(f"model: expected a reset-after GRU in {where} (PyTorch's nn.GRU is"
@@ -210,12 +224,12 @@ def _layer_params(params, stacked, layers):
       p = [p]
     for q, c, where in zip(p, directions, wheres):
       expect(where, q, _PARAM_TYPES[type(c)])
-      if q.w_h.shape[0] != c.hidden_size or (q.b_x is not None) != c.bias:
-        raise ValueError(f"params: expected hidden size {c.hidden_size} and"
+      if q.w_h.shape[0] != _out_size(c) or (q.b_x is not None) != c.bias:
+        raise ValueError(f"params: expected hidden size {_out_size(c)} and"
                          f" {'biases' if c.bias else 'no biases'} in {where} (the model's), got"
                          f" {q.w_h.shape[0]} and {'biases' if q.b_x is not None else 'none'}.")
       input_size = q.w_x.shape[0] if input_size is None else input_size
-      expected_in = input_size if l == 0 else layers[0][0].hidden_size * len(directions)
+      expected_in = input_size if l == 0 else _out_size(layers[0][0]) * len(directions)
       if q.w_x.shape[0] != expected_in:
         raise ValueError(f"params: expected {expected_in} input features in {where} (what"
                          f" PyTorch's layer {l} reads), got {q.w_x.shape[0]}.")
@@ -233,10 +247,6 @@ def _check_module(module):
   if not isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)):
     raise TypeError(f"module: expected a torch.nn.RNN, nn.LSTM or nn.GRU, got"
                     f" {type(module).__name__}.")
-  if getattr(module, "proj_size", 0):
-    raise NotImplementedError(
-        f"module: nn.LSTM with proj_size={module.proj_size} has no jaxrnn equivalent (jaxrnn's"
-        " LSTM has no output projection); use proj_size=0.")
 
 
 def from_torch(module):
@@ -245,7 +255,9 @@ def from_torch(module):
   The weights are copied exactly (transposed, same dtype). With
   ``num_layers=1`` and ``bidirectional=False`` the model is a bare cell;
   otherwise it is ``jaxrnn.stack`` of ``num_layers`` layers, each a cell or
-  ``jaxrnn.bidirectional(cell, cell)``, with ``dropout=module.dropout``
+  ``jaxrnn.bidirectional(cell, cell)``, with ``dropout=module.dropout``. An
+  ``nn.LSTM(proj_size=P)`` gives ``lstm(H, proj_size=P)`` cells, with
+  ``w_proj = weight_hr_l{k}.T``,
   (applied only when `unroll` gets an ``rng``, as PyTorch applies it only in
   training mode). Then
 
@@ -263,8 +275,9 @@ def from_torch(module):
 
   Args:
     module: a ``torch.nn.RNN`` (``nonlinearity`` ``"tanh"`` or ``"relu"``),
-      ``torch.nn.LSTM`` or ``torch.nn.GRU``, with any ``num_layers``,
-      ``bias``, ``batch_first``, ``dropout`` and ``bidirectional``.
+      ``torch.nn.LSTM`` (any ``proj_size``) or ``torch.nn.GRU``, with any
+      ``num_layers``, ``bias``, ``batch_first``, ``dropout`` and
+      ``bidirectional``.
 
   Returns:
     ``(model, params)``: a jaxrnn `Model` and its parameters (`RNNParams`,
@@ -273,13 +286,14 @@ def from_torch(module):
 
   Raises:
     TypeError: ``module`` is not one of the three classes.
-    NotImplementedError: an ``nn.LSTM`` with ``proj_size > 0``.
   """
   _check_module(module)
   state = module.state_dict()
   hidden_size, bias = module.hidden_size, module.bias
+  proj_size = getattr(module, "proj_size", 0) or None
   if module.mode == "LSTM":
-    make_cell, param_type = lambda: lstm.lstm(hidden_size, bias=bias), lstm.LSTMParams
+    make_cell = lambda: lstm.lstm(hidden_size, bias=bias, proj_size=proj_size)
+    param_type = lstm.LSTMParams
   elif module.mode == "GRU":
     make_cell, param_type = lambda: gru.gru(hidden_size, bias=bias), gru.GRUParams
   else:
@@ -289,9 +303,12 @@ def from_torch(module):
 
   def read(suffix):
     get = lambda name: _to_jax(state[f"{name}_l{suffix}"]) if bias else None
-    return param_type(w_x=_to_jax(state[f"weight_ih_l{suffix}"]).T,
-                      w_h=_to_jax(state[f"weight_hh_l{suffix}"]).T,
-                      b_x=get("bias_ih"), b_h=get("bias_hh"))
+    params = param_type(w_x=_to_jax(state[f"weight_ih_l{suffix}"]).T,
+                        w_h=_to_jax(state[f"weight_hh_l{suffix}"]).T,
+                        b_x=get("bias_ih"), b_h=get("bias_hh"))
+    if proj_size is not None:
+      params = params._replace(w_proj=_to_jax(state[f"weight_hr_l{suffix}"]).T)
+    return params
 
   layers, layer_params = [], []
   for l in range(module.num_layers):
@@ -314,14 +331,15 @@ def to_torch(model, params):
   parameters' dtype, and the dict loads with ``load_state_dict(strict=True)``
   into a module built with the matching arguments (``nn.LSTM``, ``nn.GRU`` or
   ``nn.RNN`` with ``nonlinearity`` the cells' ``activation``;
-  ``hidden_size``, ``num_layers``, ``bias`` and ``bidirectional`` as in
-  ``model``; any ``batch_first`` and ``dropout``).
+  ``hidden_size``, ``num_layers``, ``bias``, ``bidirectional`` and the
+  LSTM's ``proj_size`` as in ``model``; any ``batch_first`` and ``dropout``).
 
   Args:
     model: an ``rnn``, ``lstm`` or ``gru`` cell, ``bidirectional(cell, cell)``
       or ``stack`` of those (what one PyTorch module computes; a
       ``custom_cell`` or any other cell is refused): every cell of the same
-      type, hidden size, bias setting and activation, GRUs reset-after, the
+      type, hidden size, bias setting, activation and ``proj_size``, LSTMs
+      without peepholes, GRUs reset-after, the
       same number of directions in every layer, ``merge="concat"``, no
       ``learned_initial_state`` and no compute ``dtype`` other than the
       parameters'. Its ``config`` says all this; the model is not run.
@@ -348,6 +366,8 @@ def to_torch(model, params):
       if bias:
         state_dict[f"bias_ih_l{l}{suffix}"] = _to_tensor(p.b_x)
         state_dict[f"bias_hh_l{l}{suffix}"] = _to_tensor(p.b_h)
+      if getattr(p, "w_proj", None) is not None:
+        state_dict[f"weight_hr_l{l}{suffix}"] = _to_tensor(p.w_proj.T)
   return state_dict
 
 
@@ -358,6 +378,8 @@ def _state_layers(model):
               "PyTorch's h_n holds the states of one cell type.")
   _check_same(stacked, layers, "hidden size", lambda c: c.hidden_size,
               "PyTorch's h_n holds states of one hidden size.")
+  _check_same(stacked, layers, "proj_size", lambda c: getattr(c, "proj_size", None),
+              "PyTorch's h_n holds states of one size.")
   return stacked, layers
 
 
@@ -401,7 +423,9 @@ def from_torch_state(model, h_n, c_n=None):
   """Converts PyTorch's final ``h_n`` (and ``c_n``) into a jaxrnn state.
 
   PyTorch stacks the final states of all layers and directions on one axis,
-  ``[num_layers * num_directions, B, H]`` (``[L*D, H]`` for unbatched input),
+  ``[num_layers * num_directions, B, H]`` (``[L*D, H]`` for unbatched input;
+  an LSTM with ``proj_size=P`` has ``h_n`` ``[L*D, B, P]`` and ``c_n``
+  ``[L*D, B, H]``),
   with layer ``l``'s direction ``d`` at index ``l * D + d``. jaxrnn nests them:
   a cell's state, ``StackState(layers=...)`` over layers and
   ``BidirectionalState(forward, backward)`` within a bidirectional layer,
@@ -413,8 +437,9 @@ def from_torch_state(model, h_n, c_n=None):
       the nesting. Its cells must share one type and hidden size (a
       ``learned_initial_state`` is looked through: its state is its core's).
     h_n: ``[L*D, B, H]`` or ``[L*D, H]`` array or tensor.
-    c_n: the LSTM's cell states, same shape as ``h_n``; required for an LSTM
-      model and not allowed otherwise.
+    c_n: the LSTM's cell states, ``[L*D, B, H]`` or ``[L*D, H]`` (the shape
+      of ``h_n`` unless the LSTM has a projection); required for an LSTM model
+      and not allowed otherwise.
 
   Returns:
     The jaxrnn state that `unroll` returns as ``final_state``.
@@ -435,14 +460,17 @@ def from_torch_state(model, h_n, c_n=None):
   as_jax = lambda a: _to_jax(a) if hasattr(a, "detach") else jnp.asarray(a)
   h_n = as_jax(h_n)
   n = sum(len(d) for d in layers)
-  if h_n.ndim not in (2, 3) or h_n.shape[0] != n or h_n.shape[-1] != first.hidden_size:
-    raise ValueError(f"h_n: expected shape [{n}, B, {first.hidden_size}] or"
-                     f" [{n}, {first.hidden_size}] (num_layers * num_directions first, hidden"
-                     f" size last), got {h_n.shape}.")
+  out = _out_size(first)
+  last = "hidden size" if out == first.hidden_size else "proj_size"
+  if h_n.ndim not in (2, 3) or h_n.shape[0] != n or h_n.shape[-1] != out:
+    raise ValueError(f"h_n: expected shape [{n}, B, {out}] or [{n}, {out}] (num_layers *"
+                     f" num_directions first, {last} last), got {h_n.shape}.")
   if is_lstm:
     c_n = as_jax(c_n)
-    if c_n.shape != h_n.shape:
-      raise ValueError(f"c_n: expected the shape of h_n, {h_n.shape}, got {c_n.shape}.")
+    want = h_n.shape[:-1] + (first.hidden_size,)
+    if c_n.shape != want:
+      raise ValueError(f"c_n: expected shape {want} (h_n's, with the hidden size last), got"
+                       f" {c_n.shape}.")
     flat = [lstm.LSTMState(hidden=h_n[k], cell=c_n[k]) for k in range(n)]
   else:
     flat = [h_n[k] for k in range(n)]

@@ -1,8 +1,9 @@
 """The cell kit: build a cell with the hoisted-projection fast path and an explicit BPTT.
 
 A built-in cell is one module: a params `NamedTuple`, a config `NamedTuple`,
-and a constructor that returns ``kernel_cell(Kernel(...), ...)``. See
-`jaxrnn/_src/rnn.py` for the smallest example. For a cell written as one
+and a constructor that returns ``kernel_cell(Kernel(...), ...)``, directly
+(`jaxrnn/_src/lstm.py`) or, for cells whose state is their output, through
+``gates.array_state_cell`` (`jaxrnn/_src/rnn.py`, the smallest example). For a cell written as one
 step function, `jaxrnn.custom_cell` is simpler.
 """
 

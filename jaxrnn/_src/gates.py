@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
+from jaxrnn._src import recurrence
 
 RECURRENT_INITS = ("uniform", "orthogonal")
 
@@ -110,3 +111,19 @@ def gate_scale(hidden_size, sigmoid_blocks, dtype):
   """
   return jnp.repeat(jnp.asarray([0.5 if s else 1.0 for s in sigmoid_blocks], dtype),
                     hidden_size)
+
+
+def array_state_cell(*, init, project, recur, recur_bwd, param_grads, transposed_weights,
+                     hidden_size, config, name):
+  """The `Model` of a dense cell whose state is its output ``h [B, H]`` (RNN, GRU, MGU).
+
+  Zeros are the initial state, the input size is read from ``w_x``, and the
+  norm `bptt` reports is that of ``dL/dh_t``.
+  """
+  kernel = recurrence.Kernel(
+      project=project, recur=recur, output=lambda h, res: h, recur_bwd=recur_bwd,
+      param_grads=param_grads, transposed_weights=transposed_weights,
+      grad_norm=recurrence.hidden_grad_norm(lambda h: h))
+  return recurrence.kernel_cell(
+      kernel, init=init, initial_state=lambda p, b: zeros_state(hidden_size, p, b),
+      input_size=input_size_of, output_size=hidden_size, config=config, name=name)

@@ -183,12 +183,8 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   else:
     recur, recur_bwd, param_grads, transposed = (
         recur_before, recur_bwd_before, param_grads_before, transposed_before)
-  kernel = recurrence.Kernel(
-      project=project, recur=recur, output=lambda h, res: h, recur_bwd=recur_bwd,
-      param_grads=param_grads, transposed_weights=transposed,
-      grad_norm=recurrence.hidden_grad_norm(lambda h: h))
-  return recurrence.kernel_cell(
-      kernel, init=init, initial_state=lambda p, b: gates.zeros_state(H, p, b),
-      input_size=gates.input_size_of, output_size=H,
+  return gates.array_state_cell(
+      init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,
+      transposed_weights=transposed, hidden_size=H,
       config=GRUConfig(H, reset_after, bias, dtype), name="gru")
 

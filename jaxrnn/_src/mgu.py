@@ -154,11 +154,7 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
                          *gates.bias_grads(params, d_b_x, d_b_h))
     return d_params, base.matmul(d_gx, params.w_x.T, dtype)
 
-  kernel = recurrence.Kernel(
-      project=project, recur=recur, output=lambda h, res: h, recur_bwd=recur_bwd,
-      param_grads=param_grads, transposed_weights=gates.transposed_w_h,
-      grad_norm=recurrence.hidden_grad_norm(lambda h: h))
-  return recurrence.kernel_cell(
-      kernel, init=init, initial_state=lambda p, b: gates.zeros_state(H, p, b),
-      input_size=gates.input_size_of, output_size=H,
+  return gates.array_state_cell(
+      init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,
+      transposed_weights=gates.transposed_w_h, hidden_size=H,
       config=MGUConfig(H, reset_gate, bias, dtype), name="mgu")

@@ -109,12 +109,8 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
                          *gates.bias_grads(params, d_b, d_b))
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
-  kernel = recurrence.Kernel(
-      project=project, recur=recur, output=lambda h, res: h, recur_bwd=recur_bwd,
-      param_grads=param_grads, transposed_weights=gates.transposed_w_h,
-      grad_norm=recurrence.hidden_grad_norm(lambda h: h))
-  return recurrence.kernel_cell(
-      kernel, init=init, initial_state=lambda p, b: gates.zeros_state(hidden_size, p, b),
-      input_size=gates.input_size_of, output_size=hidden_size,
+  return gates.array_state_cell(
+      init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,
+      transposed_weights=gates.transposed_w_h, hidden_size=hidden_size,
       config=RNNConfig(hidden_size, activation, bias, dtype), name="rnn")
 

@@ -10,7 +10,13 @@ importable after a plain ``import jaxrnn``:
 - `jaxrnn.training`: optax chains, the train state and jitted steps.
 - `jaxrnn.parallel`: data parallelism over devices and processes.
 - `jaxrnn.interop`: converters to and from PyTorch, Flax and Haiku.
+
+Modules for other frameworks are imported only when used, so their
+frameworks stay optional: `jaxrnn.flax` (linen), `jaxrnn.nnx` (Flax NNX) and
+`jaxrnn.equinox`, each with an ``RNN`` module.
 """
+
+import importlib
 
 from jaxrnn._src.base import InitFn
 from jaxrnn._src.base import InitialStateFn
@@ -67,6 +73,16 @@ from jaxrnn import testing
 from jaxrnn import training
 
 __version__ = "0.1.0"
+
+_FRAMEWORK_MODULES = ("equinox", "flax", "nnx")
+
+
+def __getattr__(name):
+  """Imports `jaxrnn.flax`, `jaxrnn.nnx` and `jaxrnn.equinox` on first use."""
+  if name in _FRAMEWORK_MODULES:
+    return importlib.import_module(f"jaxrnn.{name}")
+  raise AttributeError(f"module 'jaxrnn' has no attribute {name!r}")
+
 
 __all__ = (
     "BidirectionalConfig",

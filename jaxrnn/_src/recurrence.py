@@ -369,6 +369,10 @@ def backward(kernel, opts, residuals, d_hT, d_ys, with_norms=False):
   params, steps, h0, states, res = residuals
   zero_h0 = base.tree_zeros_like(h0)
   k = opts.remat_chunk
+  if steps.xs.shape[0] == 0:
+    # No steps: the final state is the initial one, and nothing reaches the parameters.
+    norms = jnp.zeros(steps.xs.shape[:2], d_ys.dtype) if with_norms else None
+    return base.tree_zeros_like(params), jnp.zeros_like(steps.xs), d_hT, norms
   if k is None:
     d_h, d_h0, d_params, d_xs, norms = _scan_backward(
         kernel, opts, params, steps, h0, h0, states, res, d_ys, d_hT, zero_h0, with_norms)

@@ -507,14 +507,14 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
   """
 
   def step(params, state, x):
-    validation.check_step_input(name, x, input_size(params))
+    state, x = validation.check_step(model, name, params, state, x)
     new_state, res = kernel.recur(params, state, kernel.project(params, x, one_step=True))
     return new_state, kernel.output(new_state, res)
 
   def forward(params, xs, state, ctx):
     return run_time_loop(kernel, params, xs, state, ctx)
 
-  return base.Model(
+  model = base.Model(
       init=init,
       initial_state=initial_state,
       step=step,
@@ -525,3 +525,4 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       explicit_backward=kernel.recur_bwd is not None,
       config=config,
   )
+  return model

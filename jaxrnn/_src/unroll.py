@@ -29,29 +29,39 @@ def prepare(model, params, xs, state, *, seq_lengths, resets, time_major, rng, b
   if not isinstance(model, base.Model):
     raise TypeError(f"model: expected a jaxrnn Model (from jaxrnn.lstm, jaxrnn.stack, ...),"
                     f" got {type(model).__name__}.")
+  validation.check_bool("time_major", time_major)
   T, B = validation.check_sequence(model, params, xs, time_major)
   if backward not in _BACKWARDS:
     raise ValueError(f"backward: expected one of {_BACKWARDS}, got {backward!r}.")
-  if remat_chunk is not None and (not isinstance(remat_chunk, int) or remat_chunk < 1):
+  if remat_chunk is not None and (not isinstance(remat_chunk, int) or isinstance(remat_chunk, bool)
+                                  or remat_chunk < 1):
     raise ValueError(f"remat_chunk: expected a positive int or None, got {remat_chunk!r}.")
+  if isinstance(scan_unroll, bool) or not isinstance(scan_unroll, int) or scan_unroll < 1:
+    raise ValueError(f"scan_unroll: expected a positive int, got {scan_unroll!r}.")
   if state_grad_clip is not None and not isinstance(state_grad_clip, base.StateGradClip):
     raise TypeError("state_grad_clip: expected jaxrnn.clip_state_grad_by_value(...) or"
                     f" jaxrnn.clip_state_grad_by_norm(...), got {type(state_grad_clip).__name__}.")
+  validation.check_rng(rng)
   if state is None:
     state = model.initial_state(params, B)
   else:
     validation.check_state(model, params, state, B)
+    state = validation.cast_to_params(params, state)
+  xs = validation.cast_to_params(params, jnp.asarray(xs))
+  if not time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
   mask = None
   if seq_lengths is not None:
-    validation.check_seq_lengths(seq_lengths, B)
+    validation.check_seq_lengths(seq_lengths, B, T)
     mask = sequences.lengths_to_mask(seq_lengths, T)
+    # Padding may hold anything (NaN, Inf): zero it before any arithmetic, so that
+    # no gradient multiplies it (the gradient of `where` is exactly 0 there).
+    xs = sequences.zero_padding(xs, mask)
   if resets is not None:
     validation.check_time_batch("resets", resets, T, B, time_major)
     resets = jnp.asarray(resets).astype(bool)
     if not time_major:
       resets = resets.T
-  if not time_major:
-    xs = jnp.swapaxes(xs, 0, 1)
   ctx = base.Context(mask=mask, resets=resets, rng=rng, backward=backward,
                      remat_chunk=remat_chunk, scan_unroll=scan_unroll,
                      state_grad_clip=state_grad_clip)
@@ -109,6 +119,7 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
     TypeError, ValueError: at trace time, naming the argument and the
       expected and actual shape or type.
   """
+  validation.check_bool("reverse", reverse)
   xs, state, ctx = prepare(model, params, xs, state, seq_lengths=seq_lengths, resets=resets,
                            time_major=time_major, rng=rng, backward=backward,
                            remat_chunk=remat_chunk, scan_unroll=scan_unroll,

@@ -84,14 +84,19 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
     model: a `Model` (a cell or a composite).
     params: its parameters.
     xs: floating-point inputs, ``[T, B, F]`` (or ``[B, T, F]`` with
-      ``time_major=False``).
+      ``time_major=False``). ``xs`` and ``state`` are cast to the parameters'
+      floating dtype; their gradients come back in their own dtypes.
     state: the initial state, shaped like ``model.initial_state(params, B)``;
       None means exactly that (zeros, or the learned initial state). A state
       computed by the caller, e.g. from side information, receives gradients.
-    seq_lengths: optional ``[B]`` integer lengths. Steps ``t >= seq_lengths[b]``
-      are padding: they leave the state unchanged and output zeros, so
-      ``final_state[b]`` is the state after ``seq_lengths[b]`` steps. 0 is
-      allowed.
+    seq_lengths: optional ``[B]`` integer lengths in ``[0, T]``. Steps
+      ``t >= seq_lengths[b]`` are padding: they leave the state unchanged and
+      output zeros, so ``final_state[b]`` is the state after
+      ``seq_lengths[b]`` steps. 0 is allowed. The padding of ``xs`` may hold
+      anything (NaN, Inf): it is zeroed before any arithmetic and reaches no
+      output and no gradient. Concrete lengths outside ``[0, T]`` raise a
+      `ValueError`; under `jit` they cannot be read and are clipped to
+      ``[0, T]``.
     resets: optional ``[T, B]`` (``[B, T]`` when not time-major) booleans that
       mark ``xs[t]`` as the first element of a new episode: the initial state
       ``state`` is swapped in before it is read, as in Haiku's ``ResetCore``.
@@ -117,7 +122,10 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
 
   Raises:
     TypeError, ValueError: at trace time, naming the argument and the
-      expected and actual shape or type.
+      expected and actual shape or type (``params`` against
+      ``model.init(key, F)``, ``state`` against ``model.initial_state``,
+      bools, the ``rng`` key); these read only shapes and dtypes and cost
+      nothing at run time under `jit`.
   """
   validation.check_bool("reverse", reverse)
   xs, state, ctx = prepare(model, params, xs, state, seq_lengths=seq_lengths, resets=resets,

@@ -61,12 +61,17 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
         " custom_cell without step_vjp), so there is no explicit BPTT to run. Its gradients"
         " come from JAX differentiating the step: use jax.grad or jax.vjp of jaxrnn.unroll,"
         " or give custom_cell a step_vjp.")
+  validation.check_bool("reverse", reverse)
+  validation.check_bool("return_hidden_grad_norms", return_hidden_grad_norms)
   state_given = state is not None
+  state_like = state
   xs_tm, state, ctx = unroll_lib.prepare(
       model, params, xs, state, seq_lengths=seq_lengths, resets=resets,
       time_major=time_major, rng=rng, backward="bptt", remat_chunk=remat_chunk,
       scan_unroll=scan_unroll, state_grad_clip=state_grad_clip)
   T, B = xs_tm.shape[:2]
+  # `prepare` cast the inputs to the parameters' dtype; their gradients come back in their own.
+  xs_dtype = jnp.result_type(xs)
   ys_shape = (T, B, model.output_size) if time_major else (B, T, model.output_size)
   validation.check_same_shape("d_ys", d_ys, ys_shape, "the shape of ys")
   validation.check_floating("d_ys", d_ys)
@@ -88,6 +93,9 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
   if not state_given:
     _, vjp_state = jax.vjp(lambda p: model.initial_state(p, B), params)
     d_params = base.tree_add(d_params, vjp_state(d_state)[0])
+  d_xs = d_xs.astype(xs_dtype)
+  if state_given:
+    d_state = jax.tree.map(lambda d, s: d.astype(jnp.result_type(s)), d_state, state_like)
   if not time_major:
     d_xs = jnp.swapaxes(d_xs, 0, 1)
     norms = jax.tree.map(lambda n: jnp.swapaxes(n, 0, 1), norms)

@@ -1,5 +1,6 @@
 """Models built from models: stacks, bidirectional pairs and learned initial states."""
 
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 
 from jaxrnn._src import base
 from jaxrnn._src import unroll as unroll_lib
+from jaxrnn._src import validation
 
 PyTree = Any
 
@@ -116,7 +118,8 @@ def stack(layers, *, dropout=0.0):
   if not layers:
     raise ValueError("layers: expected at least one model, got an empty sequence.")
   _check_models("layers", layers)
-  if not 0.0 <= dropout < 1.0:
+  if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
+      or not 0.0 <= dropout < 1.0):
     raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}.")
 
   def init(key, input_size):
@@ -130,6 +133,7 @@ def stack(layers, *, dropout=0.0):
     return StackState(tuple(l.initial_state(p, batch_size) for l, p in zip(layers, params.layers)))
 
   def step(params, state, x):
+    state, x = validation.check_step(model, "stack", params, state, x)
     states = []
     for layer, p, s in zip(layers, params.layers, state.layers):
       s, x = layer.step(p, s, x)
@@ -157,13 +161,14 @@ def stack(layers, *, dropout=0.0):
   def norm_probe(T, B, dtype):
     return tuple(layer.norm_probe(T, B, dtype) for layer in layers)
 
-  return base.Model(
+  model = base.Model(
       init=init, initial_state=initial_state, step=step,
       output_size=layers[-1].output_size,
       input_size=lambda params: layers[0].input_size(params.layers[0]),
       forward=forward, norm_probe=norm_probe,
       explicit_backward=all(layer.explicit_backward for layer in layers),
       config=StackConfig(tuple(l.config for l in layers), dropout))
+  return model
 
 
 _MERGES = ("concat", "sum")
@@ -261,11 +266,15 @@ def learned_initial_state(model):
     return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size,) + s.shape),
                         params.initial_state)
 
-  return base.Model(
-      init=init, initial_state=initial_state,
-      step=lambda params, state, x: model.step(params.core, state, x),
+  def step(params, state, x):
+    state, x = validation.check_step(learned, "learned_initial_state", params, state, x)
+    return model.step(params.core, state, x)
+
+  learned = base.Model(
+      init=init, initial_state=initial_state, step=step,
       output_size=model.output_size,
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
       norm_probe=model.norm_probe, explicit_backward=model.explicit_backward,
       config=LearnedStateConfig(model.config))
+  return learned

@@ -146,14 +146,15 @@ def custom_cell(init: base.InitFn, step: base.StepFn, *, output_size: int,
       output_size=output_size, config=config, name=name)
 
   def model_step(params, state, x):
-    validation.check_floating("x", x)
+    state, x = validation.check_step(custom, name, params, state, x)
     if x.ndim == 1:
       batched = jax.tree.map(lambda s: s[None], state)
       new_state, y = run_step(params, batched, x[None])
       return jax.tree.map(lambda s: s[0], new_state), y[0]
     return run_step(params, state, x)
 
-  return model._replace(step=model_step)
+  custom = model._replace(step=model_step)
+  return custom
 
 
 def _recur_bwd(step_vjp: StepVjpFn) -> recurrence.RecurBwdFn:

@@ -98,7 +98,7 @@ def options_of(config):
 _PLAIN = {"peephole": False, "proj_size": None, "layer_norm": False}
 
 
-def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forget_bias=1.0,
+def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forget_bias=None,
          bias=True, recurrent_init="uniform", dtype=None):
   r"""Long short-term memory (Hochreiter and Schmidhuber 1997).
 
@@ -113,11 +113,12 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
 
   The state is `LSTMState(hidden=h, cell=c)`.
 
-  Biases: ``forget_bias`` is the initial value of the forget-gate block of
-  ``b_x`` (``b_h``'s forget block starts at 0), set once by ``init`` as in
-  Keras's ``unit_forget_bias`` (Jozefowicz et al. 2015); unlike Haiku, nothing
-  is added at every step. All other weights and biases start
-  ``U(-1/sqrt(H), 1/sqrt(H))`` as in PyTorch.
+  Biases: ``forget_bias`` (default 1.0) is the initial value of the
+  forget-gate block of ``b_x`` (``b_h``'s forget block starts at 0), set once
+  by ``init`` as in Keras's ``unit_forget_bias`` (Jozefowicz et al. 2015);
+  unlike Haiku, nothing is added at every step. With ``bias=False`` there is
+  no forget bias (a non-zero ``forget_bias`` is refused). All other weights
+  and biases start ``U(-1/sqrt(H), 1/sqrt(H))`` as in PyTorch.
 
   Backward (one reverse step, with :math:`g_h = \partial L/\partial h_t` and
   :math:`g_c = \partial L/\partial c_t` from step ``t+1``, plus the output's
@@ -207,7 +208,8 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
       state.
     proj_size: P, a positive int, to project the hidden state to P units; or
       None.
-    forget_bias: initial value of the forget-gate bias.
+    forget_bias: initial value of the forget-gate bias; None means 1.0 with
+      ``bias=True`` and none without.
     bias: whether to have ``b_x`` and ``b_h``.
     recurrent_init: ``"uniform"`` or ``"orthogonal"`` (per gate block).
     dtype: compute dtype of the matmuls; parameters and state stay float32.
@@ -234,6 +236,11 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
     raise ValueError(f"layer_norm=True does not combine with peephole={peephole!r} or"
                      f" proj_size={proj_size!r}; use layer_norm alone, or peephole and proj_size"
                      " without it.")
+  if forget_bias is None:
+    forget_bias = 1.0 if bias else 0.0
+  elif not bias and forget_bias != 0.0:
+    raise ValueError(f"forget_bias: bias=False has no bias to hold forget_bias={forget_bias!r};"
+                     " leave forget_bias unset (or 0.0) with bias=False.")
   H = hidden_size
   config = LSTMConfig(H, forget_bias, bias, dtype, peephole=bool(peephole), proj_size=proj_size,
                       layer_norm=bool(layer_norm))
@@ -243,8 +250,6 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
     if b_x is not None and b_h is not None:  # bias=True
       b_x = b_x.at[H:2 * H].set(forget_bias)
       b_h = b_h.at[H:2 * H].set(0.0)
-    elif forget_bias != 0.0:
-      raise ValueError("forget_bias needs bias=True; pass forget_bias=0.0 with bias=False.")
     params = LSTMParams(w_x, w_h, b_x, b_h)
     if peephole:
       params = params._replace(w_peep=jnp.zeros((3, H), w_h.dtype))

@@ -32,7 +32,7 @@ class Readout(NamedTuple):
 
 def sequence_mask(seq_lengths, T, B, time_major=True):
   """``[T, B]`` (or ``[B, T]``) booleans, True on the valid steps."""
-  validation.check_seq_lengths(seq_lengths, B)
+  validation.check_seq_lengths(seq_lengths, B, T)
   mask = sequences.lengths_to_mask(seq_lengths, T)
   return mask if time_major else mask.T
 
@@ -61,15 +61,18 @@ def dense(output_size):
 
   def apply(params, ys, *, seq_lengths=None, time_major=True):
     validation.check_floating("ys", ys)
-    if ys.ndim < 1 or ys.shape[-1] != params.w.shape[0]:
+    validation.check_bool("time_major", time_major)
+    if isinstance(params, DenseParams) and (ys.ndim < 1 or ys.shape[-1] != params.w.shape[0]):
       raise ValueError(f"ys: expected feature size {params.w.shape[0]} (read from params.w),"
                        f" got shape {list(ys.shape)}.")
-    out = ys @ params.w + params.b
-    if seq_lengths is not None:
-      if ys.ndim != 3:
-        raise ValueError(f"ys: seq_lengths needs rank-3 ys, got shape {list(ys.shape)}.")
-      T, B = (ys.shape[0], ys.shape[1]) if time_major else (ys.shape[1], ys.shape[0])
-      out = jnp.where(sequence_mask(seq_lengths, T, B, time_major)[..., None], out, 0)
-    return out
+    validation.check_params(Readout(init, apply), params, ys.shape[-1])
+    if seq_lengths is None:
+      return ys @ params.w + params.b
+    if ys.ndim != 3:
+      raise ValueError(f"ys: seq_lengths needs rank-3 ys, got shape {list(ys.shape)}.")
+    T, B = (ys.shape[0], ys.shape[1]) if time_major else (ys.shape[1], ys.shape[0])
+    valid = sequence_mask(seq_lengths, T, B, time_major)[..., None]
+    # Padding may hold anything: zeroed before the matmul, it reaches no gradient.
+    return jnp.where(valid, jnp.where(valid, ys, 0) @ params.w + params.b, 0)
 
   return Readout(init, apply)

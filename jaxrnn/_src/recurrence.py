@@ -369,6 +369,10 @@ def backward(kernel, opts, residuals, d_hT, d_ys, with_norms=False):
   params, steps, h0, states, res = residuals
   zero_h0 = base.tree_zeros_like(h0)
   k = opts.remat_chunk
+  if steps.xs.shape[0] == 0:
+    # No steps: the final state is the initial one, and nothing reaches the parameters.
+    norms = jnp.zeros(steps.xs.shape[:2], d_ys.dtype) if with_norms else None
+    return base.tree_zeros_like(params), jnp.zeros_like(steps.xs), d_hT, norms
   if k is None:
     d_h, d_h0, d_params, d_xs, norms = _scan_backward(
         kernel, opts, params, steps, h0, h0, states, res, d_ys, d_hT, zero_h0, with_norms)
@@ -503,14 +507,14 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
   """
 
   def step(params, state, x):
-    validation.check_step_input(name, x, input_size(params))
+    state, x = validation.check_step(model, name, params, state, x)
     new_state, res = kernel.recur(params, state, kernel.project(params, x, one_step=True))
     return new_state, kernel.output(new_state, res)
 
   def forward(params, xs, state, ctx):
     return run_time_loop(kernel, params, xs, state, ctx)
 
-  return base.Model(
+  model = base.Model(
       init=init,
       initial_state=initial_state,
       step=step,
@@ -521,3 +525,4 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       explicit_backward=kernel.recur_bwd is not None,
       config=config,
   )
+  return model

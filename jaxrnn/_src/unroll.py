@@ -29,29 +29,39 @@ def prepare(model, params, xs, state, *, seq_lengths, resets, time_major, rng, b
   if not isinstance(model, base.Model):
     raise TypeError(f"model: expected a jaxrnn Model (from jaxrnn.lstm, jaxrnn.stack, ...),"
                     f" got {type(model).__name__}.")
+  validation.check_bool("time_major", time_major)
   T, B = validation.check_sequence(model, params, xs, time_major)
   if backward not in _BACKWARDS:
     raise ValueError(f"backward: expected one of {_BACKWARDS}, got {backward!r}.")
-  if remat_chunk is not None and (not isinstance(remat_chunk, int) or remat_chunk < 1):
+  if remat_chunk is not None and (not isinstance(remat_chunk, int) or isinstance(remat_chunk, bool)
+                                  or remat_chunk < 1):
     raise ValueError(f"remat_chunk: expected a positive int or None, got {remat_chunk!r}.")
+  if isinstance(scan_unroll, bool) or not isinstance(scan_unroll, int) or scan_unroll < 1:
+    raise ValueError(f"scan_unroll: expected a positive int, got {scan_unroll!r}.")
   if state_grad_clip is not None and not isinstance(state_grad_clip, base.StateGradClip):
     raise TypeError("state_grad_clip: expected jaxrnn.clip_state_grad_by_value(...) or"
                     f" jaxrnn.clip_state_grad_by_norm(...), got {type(state_grad_clip).__name__}.")
+  validation.check_rng(rng)
   if state is None:
     state = model.initial_state(params, B)
   else:
     validation.check_state(model, params, state, B)
+    state = validation.cast_to_params(params, state)
+  xs = validation.cast_to_params(params, jnp.asarray(xs))
+  if not time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
   mask = None
   if seq_lengths is not None:
-    validation.check_seq_lengths(seq_lengths, B)
+    validation.check_seq_lengths(seq_lengths, B, T)
     mask = sequences.lengths_to_mask(seq_lengths, T)
+    # Padding may hold anything (NaN, Inf): zero it before any arithmetic, so that
+    # no gradient multiplies it (the gradient of `where` is exactly 0 there).
+    xs = sequences.zero_padding(xs, mask)
   if resets is not None:
     validation.check_time_batch("resets", resets, T, B, time_major)
     resets = jnp.asarray(resets).astype(bool)
     if not time_major:
       resets = resets.T
-  if not time_major:
-    xs = jnp.swapaxes(xs, 0, 1)
   ctx = base.Context(mask=mask, resets=resets, rng=rng, backward=backward,
                      remat_chunk=remat_chunk, scan_unroll=scan_unroll,
                      state_grad_clip=state_grad_clip)
@@ -74,14 +84,19 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
     model: a `Model` (a cell or a composite).
     params: its parameters.
     xs: floating-point inputs, ``[T, B, F]`` (or ``[B, T, F]`` with
-      ``time_major=False``).
+      ``time_major=False``). ``xs`` and ``state`` are cast to the parameters'
+      floating dtype; their gradients come back in their own dtypes.
     state: the initial state, shaped like ``model.initial_state(params, B)``;
       None means exactly that (zeros, or the learned initial state). A state
       computed by the caller, e.g. from side information, receives gradients.
-    seq_lengths: optional ``[B]`` integer lengths. Steps ``t >= seq_lengths[b]``
-      are padding: they leave the state unchanged and output zeros, so
-      ``final_state[b]`` is the state after ``seq_lengths[b]`` steps. 0 is
-      allowed.
+    seq_lengths: optional ``[B]`` integer lengths in ``[0, T]``. Steps
+      ``t >= seq_lengths[b]`` are padding: they leave the state unchanged and
+      output zeros, so ``final_state[b]`` is the state after
+      ``seq_lengths[b]`` steps. 0 is allowed. The padding of ``xs`` may hold
+      anything (NaN, Inf): it is zeroed before any arithmetic and reaches no
+      output and no gradient. Concrete lengths outside ``[0, T]`` raise a
+      `ValueError`; under `jit` they cannot be read and are clipped to
+      ``[0, T]``.
     resets: optional ``[T, B]`` (``[B, T]`` when not time-major) booleans that
       mark ``xs[t]`` as the first element of a new episode: the initial state
       ``state`` is swapped in before it is read, as in Haiku's ``ResetCore``.
@@ -107,8 +122,12 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
 
   Raises:
     TypeError, ValueError: at trace time, naming the argument and the
-      expected and actual shape or type.
+      expected and actual shape or type (``params`` against
+      ``model.init(key, F)``, ``state`` against ``model.initial_state``,
+      bools, the ``rng`` key); these read only shapes and dtypes and cost
+      nothing at run time under `jit`.
   """
+  validation.check_bool("reverse", reverse)
   xs, state, ctx = prepare(model, params, xs, state, seq_lengths=seq_lengths, resets=resets,
                            time_major=time_major, rng=rng, backward=backward,
                            remat_chunk=remat_chunk, scan_unroll=scan_unroll,

@@ -106,10 +106,11 @@ def check_shared(directory: str, timeout: float) -> None:
   if not seen_by[0]:
     raise CheckpointError(f"process 0 cannot write to --workdir={directory}.")
   if not seen_by.all():
-    blind = ", ".join(str(i) for i in np.flatnonzero(~seen_by))
+    blind = [str(i) for i in np.flatnonzero(~seen_by)]
     raise CheckpointError(
-        f"--workdir must be a directory shared by all processes: process {blind} did not see "
-        f"within {timeout:g} s the file that process 0 wrote to {directory}. Give every process "
+        f"--workdir must be a directory shared by all processes: within {timeout:g} s, "
+        f"process{'es' if len(blind) > 1 else ''} {', '.join(blind)} did not see the file that "
+        f"process 0 wrote to {directory}. Give every process "
         "the same path on a filesystem they all mount (NFS, Lustre, Filestore), or raise "
         "--shared_workdir_timeout if that filesystem is slow to show new files.")
 

@@ -216,8 +216,14 @@ def train(config: Config) -> dict:
     ConfigError: a bad setting or corpus, or a workdir that cannot be made.
     checkpoints.CheckpointError: the workdir holds an incompatible or damaged run,
       or is not shared by all processes.
-    Stopped: SIGTERM stopped the run after its checkpoint was written.
+    Stopped: SIGTERM stopped the run after its checkpoint was written. One
+      that comes after the last step lets the run finish.
   """
+  with preemption.StopSignal() as stop:
+    return _train(config, stop)
+
+
+def _train(config: Config, stop: preemption.StopSignal) -> dict:
   start_time = time.time()
   task, model, optimizer, train_step, eval_step, mesh = build(config)
   is_writer = jax.process_index() == 0
@@ -240,24 +246,23 @@ def train(config: Config) -> dict:
   manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"),
                                      asynchronous=jax.process_count() == 1)
   try:
-    with preemption.StopSignal() as stop:
-      restored = checkpoints.restore_latest(manager, state)
-      start = 0 if restored is None else int(restored.step)
-      if start > config.steps:
-        raise checkpoints.CheckpointError(
-            f"{config.workdir} holds a checkpoint at step {start}, past --steps={config.steps}; "
-            "use another --workdir or more steps.")
-      if restored is not None:
-        state = restored
-        logging.info("Resuming from the checkpoint at step %d.", start)
-      metrics_path = os.path.join(config.workdir, "metrics.jsonl")
-      if is_writer:
-        checkpoints.truncate_jsonl(metrics_path, start)
-      if stop.reached(start):  # SIGTERM before the first step.
-        raise Stopped(start, config.steps, config.workdir)
-      state, stopped = _train_loop(config, task, train_step, eval_step, manager, state,
-                                   data_key, metrics_path if is_writer else os.devnull, stop)
-      manager.wait_until_finished()
+    restored = checkpoints.restore_latest(manager, state)
+    start = 0 if restored is None else int(restored.step)
+    if start > config.steps:
+      raise checkpoints.CheckpointError(
+          f"{config.workdir} holds a checkpoint at step {start}, past --steps={config.steps}; "
+          "use another --workdir or more steps.")
+    if restored is not None:
+      state = restored
+      logging.info("Resuming from the checkpoint at step %d.", start)
+    metrics_path = os.path.join(config.workdir, "metrics.jsonl")
+    if is_writer:
+      checkpoints.truncate_jsonl(metrics_path, start)
+    if stop.reached(start):  # SIGTERM before the first step.
+      raise Stopped(start, config.steps, config.workdir)
+    state, stopped = _train_loop(config, task, train_step, eval_step, manager, state,
+                                 data_key, metrics_path if is_writer else os.devnull, stop)
+    manager.wait_until_finished()
   finally:
     manager.close()
   if stopped:

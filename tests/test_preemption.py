@@ -115,6 +115,7 @@ class SigtermTest(absltest.TestCase):
       self.assertEqual(status, 128 + signal.SIGTERM, output[-3000:])  # As documented.
       self.assertNotIn("Traceback", output)
       stops.append([(int(step), int(total)) for step, total in _STOPPED.findall(output)])
+    self.assertLen(stops[0], 1)
     step = stops[0][0][0]
     self.assertEqual(stops, [[(step, steps)]] * num_processes)  # One step, agreed by all.
     self.assertLess(step, steps, "the run ended before SIGTERM")

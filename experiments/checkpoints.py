@@ -7,21 +7,26 @@ latest one; the half-written directory is ignored and cleaned up on restart.
 
 import json
 import os
+import time
 from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 
 class CheckpointError(Exception):
   """A workdir's checkpoint cannot be resumed by this run."""
 
 
-def open_manager(directory: str, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
-  """A manager saving asynchronously into `directory` (created if missing)."""
+def open_manager(directory: str, *, max_to_keep: int = 3,
+                 asynchronous: bool = True) -> ocp.CheckpointManager:
+  """A manager saving into `directory` (created if missing), by default in the background."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+      max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+      enable_async_checkpointing=asynchronous)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
@@ -68,6 +73,46 @@ def _describe(tree) -> dict:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
           for path, leaf in leaves}
+
+
+def check_shared(directory: str, timeout: float) -> None:
+  """Checks that every process of a multi-process run sees the same `directory`.
+
+  Orbax writes a checkpoint from all processes into one directory, and waits
+  without end for the others' part if they were given directories of their
+  own. So process 0 writes a file of a fresh name into `directory`, every
+  process looks for it for up to `timeout` seconds, and all of them learn
+  whether each one saw it.
+
+  Raises:
+    CheckpointError: some process did not see the file (raised in every process).
+  """
+  if jax.process_count() == 1:
+    return
+  name = bytes(multihost_utils.broadcast_one_to_all(
+      np.frombuffer(os.urandom(8), np.uint8))).hex()
+  token = os.path.join(directory, f".shared-check-{name}")
+  if jax.process_index() == 0:
+    try:
+      _write_atomically(token, "")
+    except OSError as e:  # Reported below, once every process has looked.
+      logging.error("Cannot write %s: %s", token, e)
+  deadline = time.monotonic() + timeout
+  while not os.path.exists(token) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  seen_by = np.asarray(multihost_utils.process_allgather(np.array(os.path.exists(token))))
+  if jax.process_index() == 0 and seen_by[0]:
+    os.remove(token)
+  if not seen_by[0]:
+    raise CheckpointError(f"process 0 cannot write to --workdir={directory}.")
+  if not seen_by.all():
+    blind = [str(i) for i in np.flatnonzero(~seen_by)]
+    raise CheckpointError(
+        f"--workdir must be a directory shared by all processes: within {timeout:g} s, "
+        f"process{'es' if len(blind) > 1 else ''} {', '.join(blind)} did not see the file that "
+        f"process 0 wrote to {directory}. Give every process "
+        "the same path on a filesystem they all mount (NFS, Lustre, Filestore), or raise "
+        "--shared_workdir_timeout if that filesystem is slow to show new files.")
 
 
 def check_config(path: str, fingerprint: dict) -> None:

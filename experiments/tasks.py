@@ -175,10 +175,12 @@ def read_corpus(data_path: Optional[str]) -> str:
   """The built-in corpus, or the UTF-8 text at `data_path`.
 
   Raises:
-    ValueError: the file is missing, unreadable, not UTF-8 or empty.
+    ValueError: the file is missing, a directory, unreadable, not UTF-8 or empty.
   """
   if not data_path:
     return builtin_corpus()
+  if os.path.isdir(data_path):
+    raise ValueError(f"--data_path={data_path} is a directory; give a UTF-8 text file.")
   if not os.path.isfile(data_path):
     raise ValueError(f"--data_path={data_path}: no such file.")
   try:

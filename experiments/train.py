@@ -4,6 +4,9 @@
     python -m experiments.train --task=adding --cell=gru --seq_len=100 --steps=4000
 
 Re-running with the same --workdir resumes from its latest checkpoint.
+SIGTERM (a preemption notice from Slurm, Kubernetes or Cloud TPU) makes every
+process save the checkpoint of one agreed step within seconds and exit with
+status 143 (128 + SIGTERM), so that schedulers see an unfinished run.
 
 Training is data-parallel over all devices (or --num_devices). Several
 processes, one per host or GPU, join with --coordinator_address,
@@ -87,6 +90,13 @@ NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "Processes in a multi-process run.", lower_bound=1)
 PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "Rank of this process in a multi-process run, from 0.", lower_bound=0)
+SHARED_WORKDIR_TIMEOUT = flags.DEFINE_float(
+    "shared_workdir_timeout", _DEFAULTS.shared_workdir_timeout,
+    "Seconds each process of a multi-process run waits to see the file that process 0 writes "
+    "to --workdir, which must be shared.", lower_bound=0.0)
+
+# The exit status of a run that SIGTERM stopped after its checkpoint: a shell's 128 + 15.
+STOPPED_EXIT_STATUS = 128 + 15
 
 
 @flags.multi_flags_validator(["task", "seq_len"], message="")
@@ -117,7 +127,8 @@ def config_from_flags() -> trainer.Config:
       warmup_steps=WARMUP_STEPS.value, seed=SEED.value, workdir=WORKDIR.value,
       checkpoint_every=CHECKPOINT_EVERY.value, eval_every=EVAL_EVERY.value,
       log_every=LOG_EVERY.value, data_path=DATA_PATH.value, eval_size=EVAL_SIZE.value,
-      sample_length=SAMPLE_LENGTH.value, num_devices=NUM_DEVICES.value)
+      sample_length=SAMPLE_LENGTH.value, num_devices=NUM_DEVICES.value,
+      shared_workdir_timeout=SHARED_WORKDIR_TIMEOUT.value)
 
 
 def main(argv):
@@ -135,6 +146,9 @@ def main(argv):
     summary = trainer.train(config_from_flags())
   except (trainer.ConfigError, checkpoints.CheckpointError) as e:
     _fail(str(e))
+  except trainer.Stopped as e:
+    sys.stderr.write(f"train: {e}\n")
+    sys.exit(STOPPED_EXIT_STATUS)
   if jax.process_index() != 0:
     return
   print(f"{summary['task']} {summary['cell']}: test loss {summary['test_loss']:.4f} vs "

@@ -17,7 +17,9 @@ are written by all processes together.
 
 The batch of step `s` is drawn from `fold_in(data_key, s)` and everything else
 that changes lives in the checkpointed `TrainState`, so a run killed at any
-moment and restarted ends bitwise identical to an uninterrupted one.
+moment and restarted ends bitwise identical to an uninterrupted one. SIGTERM
+(a preemption notice) makes every process save the checkpoint of one agreed
+step and raise `Stopped` (see `preemption`).
 """
 
 import dataclasses
@@ -35,15 +37,30 @@ from absl import logging
 import jaxrnn
 from experiments import checkpoints
 from experiments import model as model_lib
+from experiments import preemption
 from experiments import tasks
 
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("steps", "workdir", "checkpoint_every", "eval_every", "log_every",
-                     "progress", "sample_length", "num_devices")
+                     "progress", "sample_length", "num_devices", "shared_workdir_timeout")
 
 
 class ConfigError(ValueError):
   """The settings (or the corpus they name) cannot make a run."""
+
+
+class Stopped(Exception):
+  """SIGTERM stopped the run once the checkpoint of `step` was written.
+
+  Attributes:
+    step: the step of that checkpoint, from which the run resumes.
+  """
+
+  def __init__(self, step: int, steps: int, workdir: str):
+    where = (f", after writing its checkpoint to {workdir}; run the same command again to "
+             "resume" if step else " (nothing to save); run the same command again to start")
+    super().__init__(f"stopped by SIGTERM at step {step} of {steps}{where}.")
+    self.step = step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +92,7 @@ class Config:
   sample_length: int = 400
   progress: bool = True  # a tqdm bar when stdout is a terminal
   num_devices: Optional[int] = None  # None: every device of every process
+  shared_workdir_timeout: float = 60.0  # seconds for every process to see process 0's file
 
 
 class Experiment(NamedTuple):
@@ -103,6 +121,12 @@ def build(config: Config) -> Experiment:
   Raises:
     ConfigError: a setting the task or optimizer rejects.
   """
+  if config.momentum is not None and config.optimizer not in ("sgd", "rmsprop"):
+    raise ConfigError(f"--momentum is ignored by --optimizer={config.optimizer}; drop it, or "
+                      "use --optimizer=sgd or rmsprop.")
+  if config.warmup_steps and config.schedule != "warmup_cosine":
+    raise ConfigError(f"--warmup_steps is ignored by --schedule={config.schedule}; drop it, or "
+                      "use --schedule=warmup_cosine.")
   try:
     task = tasks.make_task(config.task, config.seq_len, eval_size=config.eval_size,
                            data_path=config.data_path)
@@ -189,13 +213,26 @@ def train(config: Config) -> dict:
   """Trains (or resumes) the run of `config`; returns the summary it writes.
 
   Raises:
-    ConfigError: a bad setting or corpus.
-    checkpoints.CheckpointError: the workdir holds an incompatible or damaged run.
+    ConfigError: a bad setting or corpus, or a workdir that cannot be made.
+    checkpoints.CheckpointError: the workdir holds an incompatible or damaged run,
+      or is not shared by all processes.
+    Stopped: SIGTERM stopped the run after its checkpoint was written. One
+      that comes after the last step lets the run finish.
   """
+  with preemption.StopSignal() as stop:
+    return _train(config, stop)
+
+
+def _train(config: Config, stop: preemption.StopSignal) -> dict:
   start_time = time.time()
   task, model, optimizer, train_step, eval_step, mesh = build(config)
   is_writer = jax.process_index() == 0
-  os.makedirs(config.workdir, exist_ok=True)
+  try:
+    os.makedirs(config.workdir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"--workdir={config.workdir}: cannot make it a directory "
+                      f"({e.strerror}).") from e
+  checkpoints.check_shared(config.workdir, config.shared_workdir_timeout)
   if is_writer:
     checkpoints.check_config(os.path.join(config.workdir, "config.json"), fingerprint(config))
 
@@ -203,7 +240,11 @@ def train(config: Config) -> dict:
   init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
   state = jaxrnn.parallel.replicate(
       mesh, jaxrnn.training.init_train_state(model.init(init_key), optimizer, step_key))
-  manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"))
+  # Orbax finishes a background save by reporting its (older) step to JAX's preemption sync
+  # point, which could make process 0 miss the step the processes agree on: save in the
+  # foreground when there are several.
+  manager = checkpoints.open_manager(os.path.join(config.workdir, "checkpoints"),
+                                     asynchronous=jax.process_count() == 1)
   try:
     restored = checkpoints.restore_latest(manager, state)
     start = 0 if restored is None else int(restored.step)
@@ -217,11 +258,15 @@ def train(config: Config) -> dict:
     metrics_path = os.path.join(config.workdir, "metrics.jsonl")
     if is_writer:
       checkpoints.truncate_jsonl(metrics_path, start)
-    state = _train_loop(config, task, train_step, eval_step, manager, state, data_key,
-                        metrics_path if is_writer else os.devnull)
+    if stop.reached(start):  # SIGTERM before the first step.
+      raise Stopped(start, config.steps, config.workdir)
+    state, stopped = _train_loop(config, task, train_step, eval_step, manager, state,
+                                 data_key, metrics_path if is_writer else os.devnull, stop)
     manager.wait_until_finished()
   finally:
     manager.close()
+  if stopped:
+    raise Stopped(int(state.step), config.steps, config.workdir)
 
   final = evaluate(eval_step, state.params, task.eval_batches)
   summary = {
@@ -253,9 +298,15 @@ def train(config: Config) -> dict:
   return summary
 
 
-def _train_loop(config, task, train_step, eval_step, manager, state, data_key, metrics_path):
-  """Steps from `state.step` to `config.steps`, logging, evaluating and checkpointing."""
+def _train_loop(config, task, train_step, eval_step, manager, state, data_key, metrics_path,
+                stop: preemption.StopSignal):
+  """Steps from `state.step` to `config.steps`, logging, evaluating and checkpointing.
+
+  Returns:
+    The last state, and whether `stop` ended the loop early (after its checkpoint).
+  """
   start = int(state.step)
+  stopped = False
   bar = _progress_bar(config, start)
   tick, tick_step = time.time(), start
   skipped_seen = int(jaxrnn.training.skipped_steps(state.opt_state))
@@ -283,11 +334,15 @@ def _train_loop(config, task, train_step, eval_step, manager, state, data_key, m
           skipped_seen = record["skipped_steps"]
           logging.warning("Step %d: %d updates skipped so far for non-finite gradients.",
                           done, skipped_seen)
-      if done % config.checkpoint_every == 0 or done == config.steps:
+      stopped = stop.reached(done)
+      if done % config.checkpoint_every == 0 or done == config.steps or stopped:
         checkpoints.save(manager, done, state)
+      if stopped:
+        logging.warning("SIGTERM: saved the checkpoint of step %d and stopping.", done)
+        break
   if bar is not None:
     bar.close()
-  return state
+  return state, stopped
 
 
 def _prompt(vocab: str) -> str:

@@ -119,9 +119,10 @@ class OptionCellsTest(parameterized.TestCase):
 class CheckCellTest(parameterized.TestCase):
 
   def test_runs_in_float64_with_x64_off_and_turns_it_off_again(self):
-    with jax.enable_x64(False):
-      report = testing.check_cell(jaxrnn.rnn(2), 1, seq_len=3, batch_size=2)
-      self.assertEqual(jnp.zeros(()).dtype, jnp.float32)
+    # Not `with jax.enable_x64(False)`, which JAX < 0.8 lacks; the conftest restores the flag.
+    jax.config.update("jax_enable_x64", False)
+    report = testing.check_cell(jaxrnn.rnn(2), 1, seq_len=3, batch_size=2)
+    self.assertEqual(jnp.zeros(()).dtype, jnp.float32)
     self.assertIn("x64 was off", " ".join(report.notes))
     self.assertIn("grad_vs_finite_differences", report.passed)
 

@@ -224,15 +224,21 @@ class BadFlagsTest(parameterized.TestCase):
       ("missing_data", ["--data_path=/nonexistent/corpus.txt"], "no such file"),
       ("empty_corpus", ["--data_path={empty}"], "empty"),
       ("unknown_flag", ["--hiden_size=3"], "hiden_size"),
+      ("workdir_is_a_file", ["--workdir={empty}"], "cannot make it a directory"),
+      ("data_path_is_a_directory", ["--data_path={tmp}"], "is a directory"),
+      ("momentum_with_adam", ["--optimizer=adam", "--momentum=0.9"],
+       "--momentum is ignored by --optimizer=adam"),
+      ("warmup_without_warmup_schedule", ["--schedule=cosine", "--warmup_steps=10"],
+       "--warmup_steps is ignored by --schedule=cosine"),
   )
   def test_one_line_usage_error(self, args, expected):
     with tempfile.TemporaryDirectory() as tmp:
       empty = os.path.join(tmp, "empty.txt")
       open(empty, "w").close()
-      args = [a.format(empty=empty) for a in args] + [f"--workdir={tmp}/w"]
+      args = [f"--workdir={tmp}/w"] + [a.format(empty=empty, tmp=tmp) for a in args]
       run = _launch(*args)
       out, err = run.communicate(timeout=120)
-    self.assertNotEqual(run.returncode, 0)
+    self.assertEqual(run.returncode, 2)
     self.assertNotIn("Traceback", err)
     lines = [l for l in err.splitlines() if l.strip()]
     self.assertLen(lines, 1, err)

@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
-from jax.sharding import AxisType
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
@@ -135,7 +134,9 @@ def make_mesh(num_devices: Optional[int] = None, *,
         f"num_devices={num_devices} needs {per_process} devices in each of {processes} "
         f"processes, but some have fewer ({[len(v) for v in by_process.values()]}).")
   chosen = [d for _, local in sorted(by_process.items()) for d in local[:per_process]]
-  return Mesh(np.array(chosen), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+  if not hasattr(jax.sharding, "AxisType"):  # JAX < 0.5.3, whose mesh axes are all Auto.
+    return Mesh(np.array(chosen), (DATA_AXIS,))
+  return Mesh(np.array(chosen), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:

@@ -67,7 +67,8 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
       time_major=time_major, rng=rng, backward="bptt", remat_chunk=remat_chunk,
       scan_unroll=scan_unroll, state_grad_clip=state_grad_clip)
   T, B = xs_tm.shape[:2]
-  ys_shape = (T, B, model.output_size) if time_major else (B, T, model.output_size)
+  per_step = tuple(xs_tm.shape[2:-1]) + (model.output_size,)  # spatial axes, if any
+  ys_shape = ((T, B) if time_major else (B, T)) + per_step
   validation.check_same_shape("d_ys", d_ys, ys_shape, "the shape of ys")
   validation.check_floating("d_ys", d_ys)
   if d_final_state is None:

@@ -34,24 +34,31 @@ _TOKEN_HINT = (" Integer or boolean inputs look like tokens: embed them first"
                " (e.g. `embedding[tokens]`) and pass the float vectors.")
 
 
-def check_step_input(model_name, x, input_size):
+def check_step_input(model_name, x, input_size, spatial_shape=()):
   check_floating("x", x, _TOKEN_HINT)
-  if x.ndim not in (1, 2) or x.shape[-1] != input_size:
-    raise ValueError(
-        f"x: {model_name}.step expected shape [batch, {input_size}] or [{input_size}]"
-        f" (input_size read from params.w_x), got {list(x.shape)}.")
+  step_shape = tuple(spatial_shape) + (input_size,)
+  n = len(step_shape)
+  if x.ndim not in (n, n + 1) or tuple(x.shape[x.ndim - n:]) != step_shape:
+    dims = ", ".join(map(str, step_shape))
+    raise ValueError(f"x: {model_name}.step expected shape [batch, {dims}] or [{dims}]"
+                     f" (input_size read from params.w_x), got {list(x.shape)}.")
 
 
 def check_sequence(model, params, xs, time_major):
   """Checks ``xs`` and returns ``(T, B)``."""
-  layout = "[T, B, F]" if time_major else "[B, T, F]"
+  spatial = tuple(getattr(model, "spatial_shape", ()))
+  layout = ("[T, B, " if time_major else "[B, T, ") + "".join(
+      f"{n}, " for n in spatial) + ("C]" if spatial else "F]")
   if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
     raise TypeError(f"xs: expected a floating-point array {layout}, got {type(xs).__name__}.")
   check_floating("xs", xs, _TOKEN_HINT)
-  if xs.ndim != 3:
-    raise ValueError(f"xs: expected rank 3 {layout} (time_major={time_major}), got shape"
-                     f" {list(xs.shape)} of rank {xs.ndim}. Add a batch axis of size 1"
+  if xs.ndim != 3 + len(spatial):
+    raise ValueError(f"xs: expected rank {3 + len(spatial)} {layout} (time_major={time_major}),"
+                     f" got shape {list(xs.shape)} of rank {xs.ndim}. Add a batch axis of size 1"
                      " for a single sequence.")
+  if tuple(xs.shape[2:-1]) != spatial:
+    raise ValueError(f"xs: expected spatial shape {list(spatial)} (the model's spatial_shape),"
+                     f" got shape {list(xs.shape)} with spatial shape {list(xs.shape[2:-1])}.")
   expected = model.input_size(params)
   if expected is not None and xs.shape[-1] != expected:
     raise ValueError(f"xs: expected feature size {expected} (read from params), got shape"

@@ -129,6 +129,10 @@ class BadInputTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, message):
       jaxrnn.conv_lstm(HC, **kwargs)
 
+  def test_hidden_channels_must_be_positive(self):
+    with self.assertRaisesRegex(ValueError, "hidden_channels must be a positive int, got 0"):
+      jaxrnn.conv_lstm(0, spatial_shape=SPATIAL, kernel_size=3)
+
   def test_valid_padding_with_a_1x1_kernel_keeps_the_shape(self):
     cell = jaxrnn.conv_lstm(HC, spatial_shape=SPATIAL, kernel_size=1, padding="VALID")
     self.assertEqual(cell.config.padding, ((0, 0), (0, 0)))

@@ -212,7 +212,9 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
     machine learning approach for precipitation nowcasting*, NeurIPS 2015.
     Hochreiter and Schmidhuber, *Long short-term memory*, 1997.
   """
-  gates.check_options(hidden_channels, "uniform")
+  if (not isinstance(hidden_channels, int) or isinstance(hidden_channels, bool)
+      or hidden_channels < 1):
+    raise ValueError(f"hidden_channels must be a positive int, got {hidden_channels!r}.")
   try:
     spatial_shape = tuple(spatial_shape)
   except TypeError:

@@ -132,18 +132,6 @@ class ConvLSTMKernelTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
     assert_one_step_backward_matches_autodiff(make())
 
-  def test_unbatched_step_matches_batched(self):
-    jax.config.update("jax_enable_x64", True)
-    cell = jaxrnn.conv_lstm(H, spatial_shape=(4, 3), kernel_size=3)
-    params = model_zoo.random_params(cell, jax.random.PRNGKey(0), I)
-    x = jax.random.normal(jax.random.PRNGKey(1), (B, 4, 3, I))
-    state = model_zoo.random_like(jax.random.PRNGKey(2), cell.initial_state(params, B))
-    batched = cell.step(params, state, x)
-    unbatched = jax.vmap(cell.step, (None, 0, 0))(params, state, x)
-    self.assertEqual(unbatched[1].shape, (B, 4, 3, H))
-    for got, want in zip(jax.tree.leaves(unbatched), jax.tree.leaves(batched)):
-      self.assertLessEqual(model_zoo.max_rel_error(got, want), RTOL)
-
 
 # --- the check catches a broken kernel -----------------------------------------
 

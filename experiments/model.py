@@ -116,7 +116,8 @@ def make_cell(cell: str, hidden_size: int, **options: Any) -> jaxrnn.Model:
     ValueError: ``cell`` is not in `jaxrnn.CELLS`.
   """
   if cell not in jaxrnn.CELLS:
-    raise ValueError(f"--cell={cell!r}: expected one of {', '.join(CELL_NAMES)}.")
+    raise ValueError(f"--cell={cell!r}: expected one of jaxrnn.CELLS ({', '.join(jaxrnn.CELLS)})"
+                     f" or {CONV_CELL}.")
   taken = {name: value for name, value in options.items() if takes_option(cell, name)}
   return jaxrnn.CELLS[cell](hidden_size, **taken)
 

@@ -10,7 +10,10 @@ eagerly with `loss.backward()`.
 
 A shape's cell is any name in `jaxrnn.CELLS`, so a new built-in cell is timed
 by the jaxrnn rows without editing this file. The other peers run the cells
-their library has (the tables below).
+their library has (the tables below). The convolutional LSTM (`CONV_CELL`)
+has shapes of its own, ``conv_lstm:B:T:C:Hc:HxW:K``: inputs
+``[T, B, H, W, C]``, ``Hc`` channels, a ``K x K`` kernel with "SAME" padding;
+jaxrnn's `conv_lstm` and Flax's ``ConvLSTMCell`` run it.
 
 A builder raises `ImportError` when its library is missing and `Unsupported`
 when it has no such cell or cannot run on this backend; the benchmark skips
@@ -35,11 +38,13 @@ from experiments import model as model_lib
 
 MODES = ("train", "forward")
 # The cells each peer library has: the jaxrnn cell's name, and the peer's class for it.
-FLAX_CELLS = {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "rnn": "SimpleCell"}
+FLAX_CELLS = {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "rnn": "SimpleCell",
+              "conv_lstm": "ConvLSTMCell"}
 EQUINOX_CELLS = {"lstm": "LSTMCell", "gru": "GRUCell"}
 HAIKU_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "VanillaRNN"}
 TORCH_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CUDNN_CELLS = {"lstm": "lstm"}
+CONV_CELL = "conv_lstm"  # not in jaxrnn.CELLS: its constructor needs a spatial shape and a kernel
 
 
 class Shape(NamedTuple):
@@ -50,17 +55,25 @@ class Shape(NamedTuple):
       tanh Elman RNN).
     batch: B.
     time: T, the sequence length.
-    inputs: I, the input size.
-    hidden: H, the hidden (and output) size.
+    inputs: I, the input size (the input channels C of `conv_lstm`).
+    hidden: H, the hidden (and output) size (the channels Hc of `conv_lstm`).
+    spatial: the spatial shape of `conv_lstm`'s inputs and state, e.g.
+      ``(16, 16)``; ``()`` for the other cells.
+    kernel: the kernel size of `conv_lstm` on every spatial axis; 0 otherwise.
   """
   cell: str
   batch: int
   time: int
   inputs: int
   hidden: int
+  spatial: tuple[int, ...] = ()
+  kernel: int = 0
 
   def __str__(self):
-    return f"{self.cell}:{self.batch}:{self.time}:{self.inputs}:{self.hidden}"
+    text = f"{self.cell}:{self.batch}:{self.time}:{self.inputs}:{self.hidden}"
+    if self.spatial:
+      text += f":{'x'.join(map(str, self.spatial))}:{self.kernel}"
+    return text
 
 
 class Step(NamedTuple):
@@ -88,15 +101,26 @@ Builder = Callable[[Shape, str], Step]
 
 
 def parse_shapes(text: str) -> list[Shape]:
-  """Parses `"lstm:32:100:64:256,gru:..."` (cell:B:T:I:H, comma separated)."""
+  """Parses `"lstm:32:100:64:256,gru:..."` (cell:B:T:I:H, comma separated).
+
+  A `conv_lstm` shape reads `conv_lstm:B:T:C:Hc:HxW:K`, e.g.
+  `conv_lstm:8:20:4:16:16x16:3`.
+  """
   shapes = []
   for item in filter(None, (s.strip() for s in text.split(","))):
     fields = item.split(":")
-    if len(fields) != 5 or fields[0] not in jaxrnn.CELLS:
+    conv = fields[0] == CONV_CELL and len(fields) == 7
+    if not conv and (len(fields) != 5 or fields[0] not in jaxrnn.CELLS):
       raise ValueError(
           f"Shape {item!r} should read cell:B:T:I:H with cell in {tuple(jaxrnn.CELLS)}, "
-          "e.g. 'lstm:32:100:64:256'.")
-    shapes.append(Shape(fields[0], *(int(f) for f in fields[1:])))
+          f"e.g. 'lstm:32:100:64:256', or {CONV_CELL}:B:T:C:Hc:HxW:K, e.g."
+          f" '{CONV_CELL}:8:20:4:16:16x16:3'.")
+    batch, time, inputs, hidden = (int(f) for f in fields[1:5])
+    shape = Shape(fields[0], batch, time, inputs, hidden)
+    if conv:
+      shape = shape._replace(spatial=tuple(int(n) for n in fields[5].split("x")),
+                             kernel=int(fields[6]))
+    shapes.append(shape)
   return shapes
 
 
@@ -108,11 +132,12 @@ def matmul_weights(shape: Shape) -> int:
   input and `w_h [H, G*H]` the state, so the count is `(I + H) * G * H`, with
   G = 4 gates for the LSTM, 3 for the GRU and 1 for the Elman RNN. It is read
   from the parameters' shapes (`jax.eval_shape`, nothing is computed), so a new
-  cell in `jaxrnn.CELLS` needs no entry here.
+  cell in `jaxrnn.CELLS` needs no entry here. For `conv_lstm` the kernels
+  `[K, K, C, 4Hc]` and `[K, K, Hc, 4Hc]` count likewise, per spatial position.
   """
-  model = jaxrnn.CELLS[shape.cell](shape.hidden)
+  model = _jaxrnn_cell(shape, None)
   params = jax.eval_shape(lambda key: model.init(key, shape.inputs), jax.random.key(0))
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(params) if len(p.shape) == 2)
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(params) if len(p.shape) >= 2)
 
 
 def flops(shape: Shape, mode: str) -> float:
@@ -120,7 +145,8 @@ def flops(shape: Shape, mode: str) -> float:
 
   Forward: each of the T steps multiplies `x [B, I]` by `w_x [I, G*H]` and
   `h [B, H]` by `w_h [H, G*H]`, so forward = 2 * T * B * (I + H) * G * H
-  (`matmul_weights` is `(I + H) * G * H`). Train = 3 * forward: the backward
+  (`matmul_weights` is `(I + H) * G * H`); `conv_lstm` does that at each of
+  its spatial positions, with `K*K*(C + Hc)` rows. Train = 3 * forward: the backward
   pass multiplies by each weight twice more (for the gradient of the
   activations and of the weights). Elementwise gate maths is left out, as in
   DeepBench.
@@ -132,7 +158,8 @@ def flops(shape: Shape, mode: str) -> float:
   Returns:
     The count, as a float.
   """
-  forward = 2.0 * shape.time * shape.batch * matmul_weights(shape)
+  positions = math.prod(shape.spatial)  # 1 for the cells over feature vectors
+  forward = 2.0 * shape.time * shape.batch * positions * matmul_weights(shape)
   return 3.0 * forward if mode == "train" else forward
 
 
@@ -147,6 +174,7 @@ def _data(shape: Shape, time_major: bool = True):
   """The float32 inputs and targets every peer sees (same seed, same values)."""
   kx, ky = jax.random.split(jax.random.key(1))
   dims = (shape.time, shape.batch) if time_major else (shape.batch, shape.time)
+  dims += shape.spatial
   xs = jax.random.normal(kx, (*dims, shape.inputs), jnp.float32)
   targets = jax.random.normal(ky, (*dims, shape.hidden), jnp.float32)
   return xs, targets
@@ -169,6 +197,10 @@ def jax_step(loss_fn, params, xs, targets, mode: str, label: str) -> Step:
 
 def _jaxrnn_cell(shape: Shape, dtype) -> jaxrnn.Model:
   """`jaxrnn.CELLS[shape.cell]` at the shape's H, with its defaults and `dtype` if not None."""
+  if shape.cell == CONV_CELL:
+    if dtype is not None:
+      raise Unsupported(f"jaxrnn's {shape.cell} cell takes no dtype")
+    return jaxrnn.conv_lstm(shape.hidden, spatial_shape=shape.spatial, kernel_size=shape.kernel)
   if dtype is None:
     return jaxrnn.CELLS[shape.cell](shape.hidden)
   if not model_lib.takes_option(shape.cell, "dtype"):
@@ -202,10 +234,13 @@ def jaxrnn_peer(backward: str = "bptt", remat_chunk: int | None = None,
 
 
 def flax_peer(shape: Shape, mode: str) -> Step:
-  """Flax linen: `nn.RNN` over `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`."""
+  """Flax linen: `nn.RNN` over `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`, `ConvLSTMCell`."""
   cell_name = _peer_cell(shape, "flax.linen", FLAX_CELLS)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  cell = getattr(nn, cell_name)(features=shape.hidden)
+  if shape.cell == CONV_CELL:
+    cell = nn.ConvLSTMCell(features=shape.hidden, kernel_size=(shape.kernel,) * len(shape.spatial))
+  else:
+    cell = getattr(nn, cell_name)(features=shape.hidden)
   model = nn.RNN(cell, time_major=True)
   xs, targets = _data(shape)
   params = model.init(jax.random.key(0), xs)

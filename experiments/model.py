@@ -46,6 +46,52 @@ def _embedding(params: ModelParams) -> jax.Array:
   return params.embedding
 
 
+# The convolutional LSTM is not in `jaxrnn.CELLS`: its constructor needs a spatial shape and a
+# kernel size, not just H. `sequence_model` builds it itself (see `conv_lstm_core`).
+CONV_CELL = "conv_lstm"
+CELL_NAMES = (*jaxrnn.CELLS, CONV_CELL)
+
+
+def conv_lstm_core(hidden_channels: int, num_layers: int, input_size: int,
+                   kernel_size: int) -> jaxrnn.Model:
+  """`jaxrnn.conv_lstm` layers over feature vectors, each read as a 1-D grid.
+
+  A step's ``F`` features become ``F`` positions of one channel (``[B, F] ->
+  [B, F, 1]``); every layer is a `jaxrnn.conv_lstm` with ``hidden_channels``
+  channels at each of the ``F`` positions and a ``kernel_size`` kernel with
+  "SAME" padding; the output ``[B, F, Hc]`` is flattened to ``[B, F * Hc]``
+  for the readout. The result is a `jaxrnn.Model` over ``[T, B, F]`` like the
+  other cores (its ``output_size`` is ``F * Hc``); the reshapes around the
+  cells are differentiated by JAX, the cells run their own backward.
+
+  Args:
+    hidden_channels: Hc, channels per position of each layer.
+    num_layers: 1 gives one cell, more a `jaxrnn.stack`.
+    input_size: F, the features per step (the grid's length).
+    kernel_size: the 1-D kernel size.
+
+  Returns:
+    The core, a `jaxrnn.Model`.
+  """
+  layers = [jaxrnn.conv_lstm(hidden_channels, spatial_shape=(input_size,),
+                             kernel_size=kernel_size) for _ in range(num_layers)]
+  conv = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
+  flat = lambda y: y.reshape(y.shape[:-2] + (-1,))
+
+  def step(params, state, x):
+    state, y = conv.step(params, state, x[..., None])
+    return state, flat(y)
+
+  def forward(params, xs, state, ctx):
+    final, ys = conv.forward(params, xs[..., None], state, ctx)
+    return final, flat(ys)
+
+  return conv._replace(
+      init=lambda key, size: conv.init(key, 1), step=step, forward=forward,
+      output_size=input_size * hidden_channels, input_size=lambda params: input_size,
+      spatial_shape=())
+
+
 def takes_option(cell: str, option: str) -> bool:
   """Whether the constructor ``jaxrnn.CELLS[cell]`` has a parameter ``option``, by its signature."""
   parameters = inspect.signature(jaxrnn.CELLS[cell]).parameters.values()
@@ -70,35 +116,42 @@ def make_cell(cell: str, hidden_size: int, **options: Any) -> jaxrnn.Model:
     ValueError: ``cell`` is not in `jaxrnn.CELLS`.
   """
   if cell not in jaxrnn.CELLS:
-    raise ValueError(f"--cell={cell!r}: expected one of jaxrnn.CELLS: {', '.join(jaxrnn.CELLS)}.")
+    raise ValueError(f"--cell={cell!r}: expected one of jaxrnn.CELLS ({', '.join(jaxrnn.CELLS)})"
+                     f" or {CONV_CELL}.")
   taken = {name: value for name, value in options.items() if takes_option(cell, name)}
   return jaxrnn.CELLS[cell](hidden_size, **taken)
 
 
 def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int,
-                   output_size: int, *, tokens: bool, embed_size: int = 32) -> SequenceModel:
+                   output_size: int, *, tokens: bool, embed_size: int = 32,
+                   conv_kernel_size: int = 3) -> SequenceModel:
   """Builds the model.
 
   Args:
     cell: a name in `jaxrnn.CELLS` ("rnn" is the tanh Elman RNN), built with
-      its defaults.
-    hidden_size: units per layer.
+      its defaults, or ``"conv_lstm"`` (`conv_lstm_core`: each step's features
+      read as a 1-D grid of one channel).
+    hidden_size: units per layer (for ``conv_lstm``, channels per position).
     num_layers: 1 gives a bare cell, more a `jaxrnn.stack`.
     input_size: feature size, or the vocabulary size when `tokens`.
     output_size: outputs per step.
     tokens: inputs are int tokens, embedded by a learned `[input_size, embed_size]` table.
     embed_size: size of the embedding.
+    conv_kernel_size: the kernel size of ``conv_lstm``.
 
   Returns:
     A `SequenceModel`.
 
   Raises:
-    ValueError: ``cell`` is not in `jaxrnn.CELLS`.
+    ValueError: ``cell`` is not in `CELL_NAMES`.
   """
-  layers = [make_cell(cell, hidden_size) for _ in range(num_layers)]
-  core = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
-  readout = jaxrnn.dense(output_size)
   core_input_size = embed_size if tokens else input_size
+  if cell == CONV_CELL:
+    core = conv_lstm_core(hidden_size, num_layers, core_input_size, conv_kernel_size)
+  else:
+    layers = [make_cell(cell, hidden_size) for _ in range(num_layers)]
+    core = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
+  readout = jaxrnn.dense(output_size)
 
   def init(key: jax.Array) -> ModelParams:
     k_embed, k_core, k_readout = jax.random.split(key, 3)

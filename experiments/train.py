@@ -26,16 +26,24 @@ from absl import logging
 
 import jaxrnn
 from experiments import checkpoints
+from experiments import model as model_lib
 from experiments import tasks
 from experiments import trainer
 
 _DEFAULTS = trainer.Config()
 
 TASK = flags.DEFINE_enum("task", _DEFAULTS.task, tasks.TASKS, "Task to train on.")
-CELL = flags.DEFINE_enum("cell", _DEFAULTS.cell, list(jaxrnn.CELLS),
-                         "Recurrent cell, any of jaxrnn.CELLS (rnn is the tanh Elman RNN).")
-HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", _DEFAULTS.hidden_size, "Units per layer.",
+CELL = flags.DEFINE_enum("cell", _DEFAULTS.cell, list(model_lib.CELL_NAMES),
+                         "Recurrent cell, any of jaxrnn.CELLS (rnn is the tanh Elman RNN), or"
+                         " conv_lstm: jaxrnn.conv_lstm reading each step's F features (the"
+                         " embedding for copy and charlm) as a 1-D grid of F positions with one"
+                         " channel, its [F, hidden_size] output flattened for the readout.")
+HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", _DEFAULTS.hidden_size,
+                                   "Units per layer (conv_lstm: channels per position).",
                                    lower_bound=1)
+CONV_KERNEL_SIZE = flags.DEFINE_integer(
+    "conv_kernel_size", _DEFAULTS.conv_kernel_size,
+    "Kernel size of --cell=conv_lstm over the F positions ('SAME' padding).", lower_bound=1)
 NUM_LAYERS = flags.DEFINE_integer("num_layers", _DEFAULTS.num_layers, "Stacked layers.",
                                   lower_bound=1)
 EMBED_SIZE = flags.DEFINE_integer("embed_size", _DEFAULTS.embed_size,
@@ -120,6 +128,7 @@ def _check_data_path(values):
 def config_from_flags() -> trainer.Config:
   return trainer.Config(
       task=TASK.value, cell=CELL.value, hidden_size=HIDDEN_SIZE.value,
+      conv_kernel_size=CONV_KERNEL_SIZE.value,
       num_layers=NUM_LAYERS.value, embed_size=EMBED_SIZE.value, seq_len=SEQ_LEN.value,
       batch_size=BATCH_SIZE.value, steps=STEPS.value, optimizer=OPTIMIZER.value,
       learning_rate=LEARNING_RATE.value, momentum=MOMENTUM.value, clip_norm=CLIP_NORM.value,

@@ -67,8 +67,9 @@ class Stopped(Exception):
 class Config:
   """A training run's settings; the flags of `experiments.train` mirror them."""
   task: str = "charlm"
-  cell: str = "lstm"  # a name in jaxrnn.CELLS
+  cell: str = "lstm"  # a name in jaxrnn.CELLS, or "conv_lstm"
   hidden_size: int = 128
+  conv_kernel_size: int = 3  # conv_lstm only
   num_layers: int = 1
   embed_size: int = 32
   seq_len: Optional[int] = None  # None: tasks.DEFAULT_SEQ_LEN[task]
@@ -150,7 +151,8 @@ def build(config: Config) -> Experiment:
   try:
     model = model_lib.sequence_model(
         config.cell, config.hidden_size, config.num_layers, task.input_size,
-        task.output_size, tokens=task.tokens, embed_size=config.embed_size)
+        task.output_size, tokens=task.tokens, embed_size=config.embed_size,
+        conv_kernel_size=config.conv_kernel_size)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 

@@ -41,6 +41,9 @@ from jaxrnn._src.composites import StackState
 from jaxrnn._src.composites import bidirectional
 from jaxrnn._src.composites import learned_initial_state
 from jaxrnn._src.composites import stack
+from jaxrnn._src.conv_lstm import ConvLSTMConfig
+from jaxrnn._src.conv_lstm import ConvLSTMParams
+from jaxrnn._src.conv_lstm import conv_lstm
 from jaxrnn._src.custom import CustomCellConfig
 from jaxrnn._src.custom import custom_cell
 from jaxrnn._src.gru import GRUConfig
@@ -89,6 +92,8 @@ __all__ = (
     "BidirectionalParams",
     "BidirectionalState",
     "CELLS",
+    "ConvLSTMConfig",
+    "ConvLSTMParams",
     "CustomCellConfig",
     "DenseParams",
     "GRUConfig",
@@ -118,6 +123,7 @@ __all__ = (
     "bptt",
     "clip_state_grad_by_norm",
     "clip_state_grad_by_value",
+    "conv_lstm",
     "custom_cell",
     "dense",
     "gru",

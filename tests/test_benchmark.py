@@ -76,6 +76,39 @@ class PeerCellsTest(parameterized.TestCase):
     self.assertContainsSubset({("scan_floor", name) for name in ("rnn", "lstm", "gru")}, ran)
 
 
+CONV_TINY = peers.Shape("conv_lstm", batch=2, time=3, inputs=2, hidden=3, spatial=(4, 4), kernel=3)
+
+
+class ConvLSTMRowTest(absltest.TestCase):
+
+  def test_parse_shapes_reads_a_conv_lstm_shape(self):
+    self.assertEqual(peers.parse_shapes("conv_lstm:2:3:2:3:4x4:3"), [CONV_TINY])
+    self.assertEqual(str(CONV_TINY), "conv_lstm:2:3:2:3:4x4:3")
+    for bad in ("conv_lstm:2:3:2:3", "conv_lstm:2:3:2:3:4x4"):
+      with self.assertRaisesRegex(ValueError, "conv_lstm:B:T:C:Hc:HxW:K"):
+        peers.parse_shapes(bad)
+
+  def test_flops_count_the_kernels_at_every_position(self):
+    # Per position and step: a 3x3 kernel over C + Hc = 5 channels into 4 * Hc = 12.
+    self.assertEqual(peers.flops(CONV_TINY, "forward"), 2 * 3 * 2 * 16 * (9 * 5 * 12))
+    self.assertEqual(peers.flops(CONV_TINY, "train"), 3 * peers.flops(CONV_TINY, "forward"))
+
+  def test_jaxrnn_and_flax_rows_run_and_the_others_say_why_not(self):
+    config = benchmark.Config(shapes=[CONV_TINY], modes=["train", "forward"],
+                              peers=["jaxrnn", "flax", "jaxrnn_bf16", "torch"],
+                              out_dir=self.create_tempdir().full_path, repeats=1, warmup=1,
+                              peak_size=8, compile_scaling=False)
+    results = benchmark.run(config)
+    ran = {(r["peer"], r["mode"]) for r in results["rows"]}
+    self.assertEqual(ran, {(p, m) for p in ("jaxrnn", "flax") for m in ("train", "forward")})
+    self.assertEqual({(s["peer"], s["mode"]) for s in results["skipped"]},
+                     {(p, m) for p in ("jaxrnn_bf16", "torch") for m in ("train", "forward")})
+    for s in results["skipped"]:
+      self.assertStartsWith(s["reason"], "Unsupported")
+    flax = next(r for r in results["rows"] if r["peer"] == "flax")
+    self.assertEqual(flax["label"], "flax.linen.RNN(ConvLSTMCell)")
+
+
 class BenchmarkRunTest(absltest.TestCase):
 
   def test_run_writes_table_json_and_plot(self):

@@ -116,6 +116,41 @@ class OptionCellsTest(parameterized.TestCase):
     self.assertIn("grad_vs_finite_differences", report.passed)
 
 
+# The convolutional LSTM, with its input shape (*spatial, C); small so that it stays fast.
+# test_kernels.py adds one-step checks of even, asymmetric and 3-D kernels.
+_CONV_CELLS = (
+    ("conv_lstm_1d", lambda: jaxrnn.conv_lstm(2, spatial_shape=(5,), kernel_size=3), (5, 2)),
+    ("conv_lstm_2d", lambda: jaxrnn.conv_lstm(2, spatial_shape=(4, 3), kernel_size=(3, 2)),
+     (4, 3, 2)),
+    ("conv_lstm_2d_learned_state_stack", lambda: jaxrnn.learned_initial_state(jaxrnn.stack([
+        jaxrnn.conv_lstm(2, spatial_shape=(3, 3), kernel_size=3),
+        jaxrnn.conv_lstm(1, spatial_shape=(3, 3), kernel_size=1, bias=False, forget_bias=0.0)])),
+     (3, 3, 2)),
+    ("conv_lstm_1d_bidirectional", lambda: jaxrnn.bidirectional(
+        jaxrnn.conv_lstm(2, spatial_shape=(4,), kernel_size=4, padding=[(2, 1)]),
+        jaxrnn.conv_lstm(1, spatial_shape=(4,), kernel_size=3)), (4, 2)),
+)
+
+
+class ConvLSTMTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_CONV_CELLS)
+  def test_passes(self, make, input_shape):
+    model = make()
+    report = testing.check_cell(model, input_shape, seq_len=5)
+    self.assertIn("bptt_vs_autodiff", report.passed)
+    self.assertIn("grad_vs_finite_differences", report.passed)
+    self.assertIn("dtypes_float32", report.passed)
+    if isinstance(model.config, jaxrnn.BidirectionalConfig):
+      self.assertCountEqual(_skipped(report), ["unroll_vs_step_loop", "batched_vs_unbatched_step"])
+    else:
+      self.assertEmpty(report.skipped)
+
+  def test_refuses_a_bad_input_shape(self):
+    with self.assertRaisesRegex(ValueError, r"input_size: expected a positive int, or a shape"):
+      testing.check_cell(jaxrnn.conv_lstm(2, spatial_shape=(4,), kernel_size=3), (4, 0))
+
+
 class CheckCellTest(parameterized.TestCase):
 
   def test_runs_in_float64_with_x64_off_and_turns_it_off_again(self):

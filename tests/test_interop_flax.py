@@ -1,4 +1,5 @@
-"""jaxrnn.interop against Flax linen's LSTMCell, OptimizedLSTMCell, GRUCell, MGUCell, SimpleCell."""
+"""jaxrnn.interop against Flax linen's LSTMCell, OptimizedLSTMCell, GRUCell, MGUCell, SimpleCell
+and ConvLSTMCell."""
 
 import functools
 
@@ -178,8 +179,9 @@ class ToFlaxTest(parameterized.TestCase):
   def test_custom_cell_is_rejected(self, cell):
     model = model_zoo.indrnn_without_vjp(H)
     with self.assertRaisesRegex(
-        ValueError, r"^model: expected an rnn, lstm, gru or mgu cell \(config RNNConfig,"
-        r" LSTMConfig, GRUConfig or MGUConfig.*got custom_cell 'indrnn' \(CustomCellConfig\)"):
+        ValueError, r"^model: expected an rnn, lstm, gru, mgu or conv_lstm cell \(config RNNConfig,"
+        r" LSTMConfig, GRUConfig, MGUConfig or ConvLSTMConfig.*got custom_cell 'indrnn'"
+        r" \(CustomCellConfig\)"):
       interop.to_flax(model, model.init(jax.random.key(0), I), cell)
 
   def test_params_of_another_model_are_rejected(self):
@@ -198,6 +200,151 @@ class ToFlaxTest(parameterized.TestCase):
     variables = rnn.init(jax.random.key(0), _inputs())
     with self.assertRaisesRegex(ValueError, message):
       interop.from_flax(rnn, variables)
+
+
+# ConvLSTMCell: 1-D and 2-D, small. (spatial_shape, kernel_size, padding)
+CONV_SHAPES = (
+    ("1d", (5,), (3,), "SAME"),
+    ("2d", (4, 3), (3, 2), "SAME"),
+    ("2d_explicit_padding", (4, 3), (3, 3), ((2, 0), (0, 2))),
+)
+C, HC = 2, 3
+
+
+def _conv_problem(spatial_shape, kernel_size, padding, dtype, use_bias=True):
+  """A Flax ``nn.RNN(ConvLSTMCell)`` with random variables, inputs and initial carry."""
+  rnn = nn.RNN(nn.ConvLSTMCell(HC, kernel_size, padding=padding, use_bias=use_bias,
+                               param_dtype=dtype))
+  xs = jax.random.normal(jax.random.key(0), (B, T) + spatial_shape + (C,), dtype)
+  variables = _randomize(rnn.init(jax.random.key(0), xs), seed=1)
+  carry0 = _randomize(rnn.cell.initialize_carry(jax.random.key(0), xs[:, 0].shape), seed=2)
+  return rnn, variables, xs, carry0
+
+
+def conv_lstm_errors(spatial_shape, kernel_size, padding, dtype):
+  """Max abs differences to Flax of (outputs and final carry, gradients), through `from_flax`.
+
+  The gradients are those of a random linear function of the outputs and the
+  final carry with respect to Flax's variables, the inputs and the initial carry.
+  """
+  rnn, variables, xs, carry0 = _conv_problem(spatial_shape, kernel_size, padding, dtype)
+  d_carry = _randomize(carry0, seed=3)
+  d_ys = _randomize(jnp.zeros((B, T) + spatial_shape + (HC,), dtype), seed=4)
+
+  def flax_run(variables, xs, carry0):
+    return rnn.apply(variables, xs, initial_carry=carry0, return_carry=True)
+
+  def jaxrnn_run(variables, xs, carry0):
+    # Through from_flax, so that the gradients come out in Flax's layout.
+    model, params = interop.from_flax(rnn, variables, spatial_shape=spatial_shape)
+    final, ys = jaxrnn.unroll(model, params, xs, interop.from_flax_carry(carry0),
+                              time_major=False)
+    return interop.to_flax_carry(final), ys
+
+  def loss(run, *args):
+    carry, ys = run(*args)
+    return sum(jnp.sum(a * b) for a, b in zip(carry, d_carry)) + jnp.sum(ys * d_ys)
+
+  @jax.jit  # one compilation for all four
+  def both(*args):
+    return ([flax_run(*args), jaxrnn_run(*args)],
+            [jax.grad(functools.partial(loss, run), (0, 1, 2))(*args)
+             for run in (flax_run, jaxrnn_run)])
+
+  outputs, grads = both(variables, xs, carry0)
+  for got in (outputs[1], grads[1]):
+    for leaf in jax.tree.leaves(got):
+      assert leaf.dtype == dtype, leaf.dtype
+  max_abs = lambda a, b: max(float(jnp.max(jnp.abs(x - y)))
+                             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max_abs(*outputs), max_abs(*grads)
+
+
+class ConvLSTMFlaxTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*CONV_SHAPES)
+  def test_outputs_states_and_gradients_match_in_float64(self, spatial_shape, kernel_size,
+                                                         padding):
+    jax.config.update("jax_enable_x64", True)
+    outputs, grads = conv_lstm_errors(spatial_shape, kernel_size, padding, jnp.float64)
+    self.assertLessEqual(outputs, 1e-10)
+    self.assertLessEqual(grads, 1e-10)
+
+  @parameterized.named_parameters(CONV_SHAPES[1])
+  def test_outputs_states_and_gradients_match_in_float32(self, spatial_shape, kernel_size,
+                                                         padding):
+    outputs, grads = conv_lstm_errors(spatial_shape, kernel_size, padding, jnp.float32)
+    self.assertLessEqual(outputs, 1e-5)
+    self.assertLessEqual(grads, 1e-4)
+
+  def test_cell_without_bias_matches(self):
+    rnn, variables, xs, carry0 = _conv_problem((4, 3), (3, 3), "SAME", jnp.float32,
+                                               use_bias=False)
+    carry, ys = jax.jit(functools.partial(rnn.apply, return_carry=True))(
+        variables, xs, initial_carry=carry0)
+    model, params = interop.from_flax(rnn, variables, spatial_shape=(4, 3))
+    final, our_ys = jaxrnn.unroll(model, params, xs, interop.from_flax_carry(carry0),
+                                  time_major=False)
+    np.testing.assert_allclose(our_ys, ys, **TOL)
+    model_zoo.assert_trees_close(interop.to_flax_carry(final), carry, **TOL)
+    np.testing.assert_array_equal(params.b_h, np.repeat([0.0, 1.0, 0.0, 0.0], HC))
+
+  def test_round_trip_moves_only_the_constant_one(self):
+    rnn, variables, _, _ = _conv_problem((4, 3), (3, 2), "SAME", jnp.float32)
+    model, params = interop.from_flax(rnn, variables, spatial_shape=(4, 3))
+    back = interop.to_flax(model, params, rnn)["params"]["cell"]
+    cell = variables["params"]["cell"]
+    model_zoo.assert_trees_equal(back["ih"], cell["ih"])
+    np.testing.assert_array_equal(back["hh"]["kernel"], cell["hh"]["kernel"])
+    # Flax's forget bias (its third block) went through + 1 - 1 in float32; the rest is exact.
+    np.testing.assert_array_equal(back["hh"]["bias"][:2 * HC], cell["hh"]["bias"][:2 * HC])
+    np.testing.assert_array_equal(back["hh"]["bias"][3 * HC:], cell["hh"]["bias"][3 * HC:])
+    np.testing.assert_allclose(back["hh"]["bias"], cell["hh"]["bias"], rtol=0, atol=1e-7)
+
+  @parameterized.named_parameters(
+      ("2d_no_bias", (4, 3), (3, 2), "SAME", False, lambda: nn.ConvLSTMCell(HC, (3, 2))),
+      ("2d_causal", (4, 3), 3, [(2, 0), (2, 0)], True,
+       lambda: nn.ConvLSTMCell(HC, (3, 3), padding=[(2, 0), (2, 0)])),
+  )
+  def test_jaxrnn_cell_runs_the_same_in_flax(self, spatial_shape, kernel_size, padding, bias,
+                                             cell):
+    model = jaxrnn.conv_lstm(HC, spatial_shape=spatial_shape, kernel_size=kernel_size,
+                             padding=padding, bias=bias, forget_bias=1.0 if bias else 0.0)
+    params = _randomize(model.init(jax.random.key(0), C), seed=3)
+    rnn = nn.RNN(cell())
+    xs = jax.random.normal(jax.random.key(4), (B, T) + spatial_shape + (C,))
+    ys = jax.jit(rnn.apply)(interop.to_flax(model, params, rnn), xs)
+    _, our_ys = jaxrnn.unroll(model, params, xs, time_major=False)
+    np.testing.assert_allclose(our_ys, ys, **TOL)
+
+  @parameterized.named_parameters(
+      ("features", nn.ConvLSTMCell(HC + 1, (3, 3)), "^cell: expected features=3"),
+      ("kernel_size", nn.ConvLSTMCell(HC, (3, 1)), r"^cell: expected kernel_size=\(3, 3\)"),
+      ("padding", nn.ConvLSTMCell(HC, (3, 3), padding=[(2, 0), (1, 1)]),
+       r"^cell: expected padding \[\[1, 1\], \[1, 1\]\]"),
+      ("no_bias", nn.ConvLSTMCell(HC, (3, 3), use_bias=False), "^cell: expected use_bias=True"),
+      ("strides", nn.ConvLSTMCell(HC, (3, 3), strides=(2, 2)), "^cell: expected a ConvLSTMCell"
+       " with strides=None"),
+      ("valid", nn.ConvLSTMCell(HC, (3, 3), padding="VALID"),
+       "^cell: the ConvLSTMCell's padding: 'VALID' with kernel_size .* changes the spatial"),
+      ("lstm_cell", nn.LSTMCell(HC), "^model: expected a jaxrnn lstm cell .*got conv_lstm"),
+  )
+  def test_cells_that_compute_something_else_are_rejected(self, cell, message):
+    model = jaxrnn.conv_lstm(HC, spatial_shape=(4, 3), kernel_size=3)
+    error = TypeError if message.startswith("^model") else ValueError
+    with self.assertRaisesRegex(error, message):
+      interop.to_flax(model, model.init(jax.random.key(0), C), cell)
+
+  def test_from_flax_needs_the_spatial_shape(self):
+    with self.assertRaisesRegex(ValueError, r"^spatial_shape: expected the sizes"):
+      interop.from_flax(nn.RNN(nn.ConvLSTMCell(HC, (3,))), {"params": {}})
+    with self.assertRaisesRegex(ValueError, r"^spatial_shape: only a ConvLSTMCell needs it"):
+      interop.from_flax(nn.GRUCell(H), {"params": {}}, spatial_shape=(4,))
+
+  def test_from_flax_refuses_a_circular_padding(self):
+    cell = nn.ConvLSTMCell(HC, (3,), padding="CIRCULAR")
+    with self.assertRaisesRegex(ValueError, "^module: the ConvLSTMCell's padding: expected"):
+      interop.from_flax(cell, {"params": {}}, spatial_shape=(4,))
 
 
 if __name__ == "__main__":

@@ -70,11 +70,11 @@ OPTIONS = (
 )
 
 
-def one_step_errors(model, seed=0):
+def one_step_errors(model, seed=0, spatial_shape=()):
   """``{gradient leaf: relative error}`` of `bptt` against autodiff over one step."""
   k_params, k_xs, k_state, k_final, k_ys = jax.random.split(jax.random.PRNGKey(seed), 5)
   params = model_zoo.random_params(model, k_params, I)
-  xs = jax.random.normal(k_xs, (1, B, I))
+  xs = jax.random.normal(k_xs, (1, B) + tuple(spatial_shape) + (I,))
   state = model_zoo.random_like(k_state, model.initial_state(params, B))
   autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff")
   (final, ys), vjp = jax.vjp(autodiff, params, xs, state)
@@ -94,7 +94,7 @@ def one_step_errors(model, seed=0):
 
 
 def assert_one_step_backward_matches_autodiff(model):
-  errors = one_step_errors(model)
+  errors = one_step_errors(model, spatial_shape=model.spatial_shape)
   bad = {name: err for name, err in errors.items() if not err <= RTOL}
   if bad:
     raise AssertionError(f"relative errors above {RTOL}: {bad} (all: {errors})")
@@ -109,6 +109,26 @@ class BuiltInKernelTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*OPTIONS)
   def test_one_step_with_option(self, make):
+    jax.config.update("jax_enable_x64", True)
+    assert_one_step_backward_matches_autodiff(make())
+
+
+# The convolutional LSTM: the transposed convolution (d_state, d_xs) and the kernel gradients
+# as convolutions, on 1, 2 and 3 spatial axes, with odd, even and asymmetric paddings.
+CONV_OPTIONS = (
+    ("conv_1d", lambda: jaxrnn.conv_lstm(H, spatial_shape=(5,), kernel_size=3)),
+    ("conv_1d_causal_padding",
+     lambda: jaxrnn.conv_lstm(H, spatial_shape=(5,), kernel_size=3, padding=[(2, 0)])),
+    ("conv_2d_even_kernel_no_bias", lambda: jaxrnn.conv_lstm(
+        H, spatial_shape=(4, 3), kernel_size=(2, 3), bias=False, forget_bias=0.0)),
+    ("conv_3d", lambda: jaxrnn.conv_lstm(2, spatial_shape=(3, 2, 3), kernel_size=(3, 1, 2))),
+)
+
+
+class ConvLSTMKernelTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*CONV_OPTIONS)
+  def test_one_step(self, make):
     jax.config.update("jax_enable_x64", True)
     assert_one_step_backward_matches_autodiff(make())
 

@@ -89,6 +89,10 @@ class Model(NamedTuple):
     config: what the model is, as data: a cell's own config (`RNNConfig`,
       `LSTMConfig`, `GRUConfig`, `CustomCellConfig`) or the composite's config
       naming its parts. Converters dispatch on its type.
+    spatial_shape: the sizes of the spatial axes between the batch and the
+      feature axis of each step's input, output and state (``(H, W)`` for a
+      2-D `conv_lstm`, whose inputs are ``[T, B, H, W, C]``); ``()`` for the
+      models over feature vectors ``[T, B, F]``.
   """
   init: InitFn
   initial_state: InitialStateFn
@@ -99,6 +103,7 @@ class Model(NamedTuple):
   norm_probe: NormProbeFn
   explicit_backward: bool
   config: Any = None
+  spatial_shape: tuple[int, ...] = ()
 
 
 class StateGradClip(NamedTuple):

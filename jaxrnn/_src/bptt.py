@@ -72,7 +72,8 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
   T, B = xs_tm.shape[:2]
   # `prepare` cast the inputs to the parameters' dtype; their gradients come back in their own.
   xs_dtype = jnp.result_type(xs)
-  ys_shape = (T, B, model.output_size) if time_major else (B, T, model.output_size)
+  per_step = tuple(xs_tm.shape[2:-1]) + (model.output_size,)  # spatial axes, if any
+  ys_shape = ((T, B) if time_major else (B, T)) + per_step
   validation.check_same_shape("d_ys", d_ys, ys_shape, "the shape of ys")
   validation.check_floating("d_ys", d_ys)
   if d_final_state is None:

@@ -89,6 +89,14 @@ def _check_models(name, models):
       raise TypeError(f"{name}[{i}]: expected a jaxrnn Model, got {type(m).__name__}.")
 
 
+def _check_same_spatial_shape(name, models):
+  """Models that read each other's outputs or the same inputs need one spatial shape."""
+  shapes = [tuple(m.spatial_shape) for m in models]
+  if any(shape != shapes[0] for shape in shapes):
+    raise ValueError(f"{name}: expected models with the same spatial_shape (the spatial axes of"
+                     f" their inputs and states), got {[list(s) for s in shapes]}.")
+
+
 def _sub_rng(rng, i):
   return None if rng is None else jax.random.fold_in(rng, i)
 
@@ -118,6 +126,7 @@ def stack(layers, *, dropout=0.0):
   if not layers:
     raise ValueError("layers: expected at least one model, got an empty sequence.")
   _check_models("layers", layers)
+  _check_same_spatial_shape("layers", layers)
   if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
       or not 0.0 <= dropout < 1.0):
     raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}.")
@@ -167,7 +176,8 @@ def stack(layers, *, dropout=0.0):
       input_size=lambda params: layers[0].input_size(params.layers[0]),
       forward=forward, norm_probe=norm_probe,
       explicit_backward=all(layer.explicit_backward for layer in layers),
-      config=StackConfig(tuple(l.config for l in layers), dropout))
+      config=StackConfig(tuple(l.config for l in layers), dropout),
+      spatial_shape=layers[0].spatial_shape)
   return model
 
 
@@ -194,6 +204,7 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
     A `Model` with `BidirectionalParams` and `BidirectionalState`.
   """
   _check_models("bidirectional", (forward_model, backward_model))
+  _check_same_spatial_shape("bidirectional", (forward_model, backward_model))
   if merge not in _MERGES:
     raise ValueError(f"merge: expected one of {_MERGES}, got {merge!r}.")
   f_size, b_size = forward_model.output_size, backward_model.output_size
@@ -236,7 +247,8 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
       input_size=lambda params: forward_model.input_size(params.forward),
       forward=forward, norm_probe=norm_probe,
       explicit_backward=forward_model.explicit_backward and backward_model.explicit_backward,
-      config=BidirectionalConfig(forward_model.config, backward_model.config, merge))
+      config=BidirectionalConfig(forward_model.config, backward_model.config, merge),
+      spatial_shape=forward_model.spatial_shape)
 
 
 def learned_initial_state(model):
@@ -276,5 +288,5 @@ def learned_initial_state(model):
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
       norm_probe=model.norm_probe, explicit_backward=model.explicit_backward,
-      config=LearnedStateConfig(model.config))
+      config=LearnedStateConfig(model.config), spatial_shape=model.spatial_shape)
   return learned

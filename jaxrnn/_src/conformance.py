@@ -11,8 +11,8 @@ at a time, so it shares no sequence code with `unroll`.
 
 import importlib
 import math
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +112,8 @@ class _Problem(NamedTuple):
   d_ys: jax.Array
 
 
-def check_cell(model: base.Model, input_size: int, *, rng: Optional[jax.Array] = None,
+def check_cell(model: base.Model, input_size: Union[int, Sequence[int]], *,
+               rng: Optional[jax.Array] = None,
                seq_len: int = 7, batch_size: int = 3, param_noise: float = 0.1,
                unroll_kwargs: Optional[Mapping[str, Any]] = None) -> CheckReport:
   """Checks that ``model`` behaves as jaxrnn's models must, in float64.
@@ -161,7 +162,10 @@ def check_cell(model: base.Model, input_size: int, *, rng: Optional[jax.Array] =
 
   Args:
     model: any `Model`.
-    input_size: the feature size ``F`` of the inputs.
+    input_size: the feature size ``F`` of the inputs; for a model with
+      spatial axes (`conv_lstm`), the shape of one input ``(*spatial, C)``,
+      e.g. ``(8, 8, 3)``: ``init`` gets ``C`` and the inputs are
+      ``[T, B, *spatial, C]``.
     rng: PRNG key for the parameters and all data; None means
       ``jax.random.PRNGKey(0)``.
     seq_len: ``T``.
@@ -185,8 +189,8 @@ def check_cell(model: base.Model, input_size: int, *, rng: Optional[jax.Array] =
     ValueError: for bad arguments.
   """
   unroll_kwargs = dict(unroll_kwargs or {})
-  _check_arguments(input_size, seq_len, batch_size, param_noise, unroll_kwargs)
-  input_size, seq_len, batch_size = int(input_size), int(seq_len), int(batch_size)
+  input_shape = _check_arguments(input_size, seq_len, batch_size, param_noise, unroll_kwargs)
+  input_size, seq_len, batch_size = input_shape[-1], int(seq_len), int(batch_size)
   with_rng = unroll_kwargs.get("rng") is not None
   key = jax.random.PRNGKey(0) if rng is None else rng
   x64_was_on = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
@@ -194,7 +198,8 @@ def check_cell(model: base.Model, input_size: int, *, rng: Optional[jax.Array] =
   with _x64(True):
     # Only init sees the key itself; the data come from numpy, seeded by it.
     generator = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
-    problem = _make_problem(model, input_size, key, generator, seq_len, batch_size, param_noise)
+    problem = _make_problem(model, input_shape, key, generator, seq_len, batch_size,
+                            param_noise)
     explicit = bool(getattr(model, "explicit_backward", True))
     if not explicit:
       findings.skip(BPTT, "model.explicit_backward is False (no hand-written backward); the"
@@ -213,7 +218,7 @@ def check_cell(model: base.Model, input_size: int, *, rng: Optional[jax.Array] =
   if findings.failures:
     raise AssertionError(
         f"check_cell: {len(findings.failures)} of {len(findings.ran)} checks failed (T={seq_len},"
-        f" B={batch_size}, input_size={input_size}):\n{findings.message()}")
+        f" B={batch_size}, input_size={_brief_shape(input_shape)}):\n{findings.message()}")
   notes = ["x64 was off: check_cell turned it on for its own duration (every numerical check"
            " ran in float64) and turned it off again." if not x64_was_on else
            "x64 was on; every numerical check ran in float64."]
@@ -238,17 +243,30 @@ def _x64(enabled):
   return context(enabled)
 
 
+def _positive_int(value):
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _brief_shape(shape):
+  return shape[0] if len(shape) == 1 else shape
+
+
 def _check_arguments(input_size, seq_len, batch_size, param_noise, unroll_kwargs):
-  for name, value in (("input_size", input_size), ("seq_len", seq_len),
-                      ("batch_size", batch_size)):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+  """Checks the arguments; returns the shape of one step's input, ``(*spatial, F)``."""
+  for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
+    if not _positive_int(value):
       raise ValueError(f"{name}: expected a positive int, got {value!r}.")
+  shape = (input_size,) if _positive_int(input_size) else input_size
+  if not isinstance(shape, (tuple, list)) or not shape or not all(map(_positive_int, shape)):
+    raise ValueError(f"input_size: expected a positive int, or a shape (*spatial, C) of positive"
+                     f" ints for a model with spatial axes, got {input_size!r}.")
   if not param_noise >= 0:
     raise ValueError(f"param_noise: expected a standard deviation >= 0, got {param_noise!r}.")
   controlled = sorted(set(unroll_kwargs) & set(_CONTROLLED))
   if controlled:
     raise ValueError(f"unroll_kwargs: {controlled} are set by check_cell itself; pass only"
                      " options it does not vary, such as rng or scan_unroll.")
+  return tuple(int(n) for n in shape)
 
 
 def _random_like(generator, tree, scale=1.0):
@@ -278,11 +296,11 @@ def _resets(resets, lengths):
   return resets
 
 
-def _make_problem(model, input_size, key, generator, T, B, param_noise):
-  params = model.init(key, input_size)
+def _make_problem(model, input_shape, key, generator, T, B, param_noise):
+  params = model.init(key, input_shape[-1])
   if param_noise:
     params = jax.tree.map(jnp.add, params, _random_like(generator, params, param_noise))
-  xs = _random_like(generator, jax.ShapeDtypeStruct((T, B, input_size), jnp.float64))
+  xs = _random_like(generator, jax.ShapeDtypeStruct((T, B) + input_shape, jnp.float64))
   state = _random_like(generator, jax.eval_shape(lambda p: model.initial_state(p, B), params))
   final, ys = jax.eval_shape(lambda p, x: unroll_lib.unroll(model, p, x), params, xs)
   lengths = _lengths(T, B)
@@ -528,7 +546,7 @@ def _step_loop(step, params, xs, state, seq_lengths, resets, reverse, output_siz
   T, B = xs.shape[:2]
   lengths = np.full(B, T) if seq_lengths is None else np.asarray(seq_lengths)
   resets = np.zeros((T, B), bool) if resets is None else np.asarray(resets)
-  ys = np.zeros((T, B, output_size))
+  ys = np.zeros(xs.shape[:-1] + (output_size,))
   finals = []
   for b in range(B):
     start = jax.tree.map(lambda s, b=b: s[b:b + 1], state)
@@ -624,9 +642,10 @@ def _check_unbatched(findings, model, problem):
     findings.fail(UNBATCHED, where, f"the unbatched step returned a state {_shapes(got)}, but"
                   f" model.initial_state(params, None) is {_shapes(want)}")
     return
-  if tuple(y0.shape) != (model.output_size,):
+  want_y = tuple(x.shape[1:-1]) + (model.output_size,)
+  if tuple(y0.shape) != want_y:
     findings.fail(UNBATCHED, where, f"the unbatched step returned y of shape {list(y0.shape)},"
-                  f" expected [{model.output_size}]")
+                  f" expected {list(want_y)}")
     return
   vmapped, batched = jax.jit(lambda p, s, x: (jax.vmap(model.step, (None, 0, 0))(p, s, x),
                                                 model.step(p, s, x)))(params, state, x)
@@ -702,8 +721,8 @@ def _check_float32(findings, model, input_size, key, problem, unroll_kwargs, exp
       out["bptt"] = bptt_lib.bptt(model, params, xs, state, d_ys, d_final, **options)
     return out
 
-  inputs = (params, jax.ShapeDtypeStruct((T, B, input_size), f32), as32(problem.state),
-            as32(problem.d_final), jax.ShapeDtypeStruct((T, B, model.output_size), f32),
+  inputs = (params, jax.ShapeDtypeStruct(problem.xs.shape, f32), as32(problem.state),
+            as32(problem.d_final), jax.ShapeDtypeStruct(problem.d_ys.shape, f32),
             problem.seq_lengths, problem.resets)
   initial = jax.eval_shape(lambda p: model.initial_state(p, B), params)
   wrong = _dtype_mismatches("initial_state", initial, jax.tree.map(lambda _: f32, initial))

@@ -11,6 +11,12 @@ Flax keeps one bias per gate where jaxrnn keeps two (``b_x`` and ``b_h``):
   ``reset_gate=True``): ``b_x`` is ``[b_if, b_in]`` and ``b_h`` is
   ``[0, b_hn]`` (``[0, 0]`` without the reset gate).
 - ``SimpleCell`` (bias on ``i``): ``b_x`` is Flax's bias and ``b_h`` is zero.
+- ``ConvLSTMCell`` (two convolutions ``ih`` and ``hh``, both with a bias,
+  gate order ``i, g, f, o``, and a constant 1 added to the forget gate at
+  every step): the kernels and biases are reordered to ``i, f, g, o``,
+  ``b_x`` is ``ih``'s bias and ``b_h`` is ``hh``'s plus 1 on the forget
+  block, so `to_flax` takes that 1 back out (exact up to float32 rounding of
+  ``b + 1 - 1``).
 
 So Flax -> jaxrnn -> Flax gives back identical arrays. The other way,
 `to_flax` folds ``b_x + b_h`` into Flax's single bias wherever the two are
@@ -30,6 +36,7 @@ import jax.numpy as jnp
 
 from jaxrnn._src import base
 from jaxrnn._src import composites
+from jaxrnn._src import conv_lstm
 from jaxrnn._src import custom
 from jaxrnn._src import gru
 from jaxrnn._src import lstm
@@ -41,12 +48,16 @@ _GRU_GATES = ("r", "z", "n")
 _MGU_GATES = ("f", "n")
 # The jaxrnn cells a Flax cell computes, by config type.
 _NAMES = {rnn.RNNConfig: "rnn", lstm.LSTMConfig: "lstm", gru.GRUConfig: "gru",
-          mgu.MGUConfig: "mgu"}
+          mgu.MGUConfig: "mgu", conv_lstm.ConvLSTMConfig: "conv_lstm"}
 # Flax's cell kinds (see `_cell_kind`): the configs and parameters of the jaxrnn cells they hold.
 _CONFIGS = {"lstm": lstm.LSTMConfig, "gru": gru.GRUConfig, "mgu": mgu.MGUConfig,
-            "simple": rnn.RNNConfig}
+            "simple": rnn.RNNConfig, "conv_lstm": conv_lstm.ConvLSTMConfig}
 _PARAM_TYPES = {"lstm": lstm.LSTMParams, "gru": gru.GRUParams, "mgu": mgu.MGUParams,
-                "simple": rnn.RNNParams}
+                "simple": rnn.RNNParams, "conv_lstm": conv_lstm.ConvLSTMParams}
+# Flax's ConvLSTMCell splits its gates i, g, f, o; jaxrnn's order i, f, g, o swaps the middle
+# two blocks, a permutation that is its own inverse.
+_CONV_GATE_ORDER = (0, 2, 1, 3)
+_CONV_FORGET = 1  # the forget block, in jaxrnn's order
 
 
 def _linen():
@@ -58,15 +69,17 @@ def _linen():
 
 
 def _cell_kind(cell, argument):
-  """``"lstm"``, ``"gru"``, ``"mgu"`` or ``"simple"`` for a Flax cell class or instance."""
+  """``"lstm"``, ``"gru"``, ``"mgu"``, ``"simple"`` or ``"conv_lstm"`` for a Flax cell."""
   nn = _linen()
   cls = cell if isinstance(cell, type) else type(cell)
   for kind, classes in (("lstm", (nn.LSTMCell, nn.OptimizedLSTMCell)), ("gru", (nn.GRUCell,)),
-                        ("mgu", (nn.MGUCell,)), ("simple", (nn.SimpleCell,))):
+                        ("mgu", (nn.MGUCell,)), ("simple", (nn.SimpleCell,)),
+                        ("conv_lstm", (nn.ConvLSTMCell,))):
     if issubclass(cls, classes):
       return kind
   raise TypeError(f"{argument}: expected flax.linen LSTMCell, OptimizedLSTMCell, GRUCell,"
-                  f" MGUCell or SimpleCell (or nn.RNN over one), got {cls.__name__}.")
+                  f" MGUCell, SimpleCell or ConvLSTMCell (or nn.RNN over one), got"
+                  f" {cls.__name__}.")
 
 
 def _activation_name(fn):
@@ -115,12 +128,13 @@ def _get(params, name, field):
                      f" parameter names), found top-level keys {sorted(params)}.") from e
 
 
-def from_flax(module, variables):
+def from_flax(module, variables, *, spatial_shape=None):
   """Converts a Flax linen recurrent cell's variables into a jaxrnn cell.
 
   Supports ``LSTMCell``, ``OptimizedLSTMCell`` (same parameters), ``GRUCell``,
-  ``MGUCell`` (either ``reset_gate``) and ``SimpleCell`` (tanh or relu),
-  alone or inside ``nn.RNN``. The result
+  ``MGUCell`` (either ``reset_gate``), ``SimpleCell`` (tanh or relu) and
+  ``ConvLSTMCell`` (stride 1, padding that keeps the spatial shape), alone or
+  inside ``nn.RNN``. The result
   computes what the cell computes: with ``nn.RNN``'s default
   ``time_major=False``,
 
@@ -139,11 +153,15 @@ def from_flax(module, variables):
     variables: the cell's variables, ``{"params": {...}}`` as returned by
       ``init`` (with the ``"cell"`` level that ``nn.RNN`` adds, if any), or
       the ``params`` dict itself.
+    spatial_shape: for a ``ConvLSTMCell`` only, and needed there: the sizes
+      of the inputs' spatial axes, e.g. ``(H, W)``, which its variables do
+      not hold (a `conv_lstm`'s state has that shape).
 
   Returns:
     ``(model, params)``: a jaxrnn cell (``lstm``, ``gru`` with
-    ``reset_after=True``, ``mgu`` with the cell's ``reset_gate``, or ``rnn``)
-    and its parameters, in the dtype of Flax's arrays.
+    ``reset_after=True``, ``mgu`` with the cell's ``reset_gate``, ``rnn``, or
+    ``conv_lstm`` with the cell's kernel size and padding) and its
+    parameters, in the dtype of Flax's arrays.
 
   Raises:
     TypeError: ``module`` is not one of the supported cells.
@@ -152,6 +170,11 @@ def from_flax(module, variables):
   """
   cell, params = _unwrap(module, variables)
   kind = _cell_kind(cell, "module")
+  if kind == "conv_lstm":
+    return _conv_lstm_from_flax(cell, params, spatial_shape)
+  if spatial_shape is not None:
+    raise ValueError(f"spatial_shape: only a ConvLSTMCell needs it, got spatial_shape="
+                     f"{spatial_shape!r} for a {type(cell).__name__}.")
   activation = _check_functions(cell, kind, "module")
   concat = lambda names, field: jnp.concatenate([_get(params, n, field) for n in names], axis=-1)
   if kind == "lstm":
@@ -195,7 +218,8 @@ def _cell_config(model):
                        f" lstm({', '.join(lstm.options_of(config))}).")
     return config
   if config is None:
-    raise TypeError("model: expected a jaxrnn cell (rnn, lstm, gru or mgu), whose config says"
+    raise TypeError("model: expected a jaxrnn cell (rnn, lstm, gru, mgu or conv_lstm), whose"
+                    " config says"
                     " what it computes; got a model with config=None.")
   if isinstance(config, composites.LearnedStateConfig):
     raise ValueError("model: expected a single cell, got a learned_initial_state; Flax's"
@@ -210,9 +234,10 @@ def _cell_config(model):
   got = f"a config of type {type(config).__name__}"
   if isinstance(config, custom.CustomCellConfig):
     got = f"custom_cell {config.name!r} ({type(config).__name__})"
-  raise ValueError("model: expected an rnn, lstm, gru or mgu cell (config RNNConfig, LSTMConfig,"
-                   " GRUConfig or MGUConfig: the cells of Flax's SimpleCell, LSTMCell, GRUCell"
-                   f" and MGUCell), got {got}; the Flax converters support only those cells.")
+  raise ValueError("model: expected an rnn, lstm, gru, mgu or conv_lstm cell (config RNNConfig,"
+                   " LSTMConfig, GRUConfig, MGUConfig or ConvLSTMConfig: the cells of Flax's"
+                   " SimpleCell, LSTMCell, GRUCell, MGUCell and ConvLSTMCell), got"
+                   f" {got}; the Flax converters support only those cells.")
 
 
 def to_flax(model, params, cell):
@@ -230,12 +255,17 @@ def to_flax(model, params, cell):
       with the same ``reset_gate`` for ``MGUCell``, an ``rnn``
       with the ``SimpleCell``'s activation for ``SimpleCell``, with
       ``cell``'s ``features`` as hidden size and no compute ``dtype`` other
-      than the parameters'. The model is not run.
-    params: `LSTMParams`, `GRUParams`, `MGUParams` or `RNNParams` of ``model``.
+      than the parameters'; a ``conv_lstm`` with the ``ConvLSTMCell``'s
+      ``features``, ``kernel_size`` and padding (``use_bias=True``: Flax's
+      cell without biases still adds 1 to the forget gate). The model is not
+      run.
+    params: `LSTMParams`, `GRUParams`, `MGUParams`, `RNNParams` or
+      `ConvLSTMParams` of ``model``.
     cell: the Flax cell to write for: a class (``nn.LSTMCell``,
       ``nn.OptimizedLSTMCell``, ``nn.GRUCell``, ``nn.MGUCell``,
-      ``nn.SimpleCell``; its defaults apply, so the ``SimpleCell`` is tanh and
-      the ``MGUCell`` has its reset gate), an instance of one, or
+      ``nn.SimpleCell``, ``nn.ConvLSTMCell``; its defaults apply, so the
+      ``SimpleCell`` is tanh, the ``MGUCell`` has its reset gate and the
+      ``ConvLSTMCell`` pads ``"SAME"``), an instance of one, or
       an ``nn.RNN`` over one (then the result has ``nn.RNN``'s ``"cell"``
       level).
 
@@ -257,11 +287,14 @@ def to_flax(model, params, cell):
     cell = cell.cell
   kind = _cell_kind(cell, "cell")
   cell_name = (cell if isinstance(cell, type) else type(cell)).__name__
-  activation = _check_functions(cell, kind, "cell")
+  # A ConvLSTMCell has no gate_fn or activation_fn; its options are checked on their own.
+  activation = None if kind == "conv_lstm" else _check_functions(cell, kind, "cell")
   config = _cell_config(model)
   if not isinstance(config, _CONFIGS[kind]):
     raise TypeError(f"model: expected a jaxrnn {_NAMES[_CONFIGS[kind]]} cell (what Flax's"
                     f" {cell_name} computes), got {_NAMES[type(config)]}.")
+  if kind == "conv_lstm":
+    return _conv_lstm_to_flax(config, params, cell, wrapped)
   if kind == "gru" and not config.reset_after:
     raise ValueError("model: expected a reset-after GRU (Flax's GRUCell is reset-after), got"
                      " gru(reset_after=False), which is reset-before and has no Flax"
@@ -326,10 +359,91 @@ def to_flax(model, params, cell):
   return {"params": out}
 
 
+def _conv_gates(a):
+  """Swaps the middle two gate blocks of the last axis: Flax's ``i, g, f, o`` <-> ``i, f, g, o``."""
+  n = a.shape[-1] // 4
+  return jnp.concatenate([a[..., k * n:(k + 1) * n] for k in _CONV_GATE_ORDER], axis=-1)
+
+
+def _forget_one(hidden_channels, dtype):
+  """``[4Hc]``: 1 on the forget block (jaxrnn's order), 0 elsewhere; Flax adds it at each step."""
+  return jnp.zeros((4 * hidden_channels,), dtype).at[
+      _CONV_FORGET * hidden_channels:(_CONV_FORGET + 1) * hidden_channels].set(1)
+
+
+def _conv_cell_padding(cell, argument):
+  """A Flax ``ConvLSTMCell``'s ``(low, high)`` pads; refuses strides and shape-changing padding."""
+  strides = cell.strides
+  if strides is not None and any(s != 1 for s in (
+      strides if isinstance(strides, (tuple, list)) else (strides,))):
+    raise ValueError(f"{argument}: expected a ConvLSTMCell with strides=None (1), got"
+                     f" strides={strides!r}; a strided cell changes the state's spatial shape.")
+  try:
+    return conv_lstm.resolve_padding(cell.padding, tuple(cell.kernel_size))
+  except ValueError as e:
+    raise ValueError(f"{argument}: the ConvLSTMCell's {e}") from None
+
+
+def _conv_lstm_from_flax(cell, params, spatial_shape):
+  if spatial_shape is None:
+    raise ValueError("spatial_shape: expected the sizes of the inputs' spatial axes, e.g."
+                     " spatial_shape=(H, W): a ConvLSTMCell's variables do not hold them (Flax's"
+                     " initialize_carry reads them from the input shape), and jaxrnn's conv_lstm"
+                     " builds its state from them.")
+  pads = _conv_cell_padding(cell, "module")
+  w_x = _conv_gates(_get(params, "ih", "kernel"))
+  w_h = _conv_gates(_get(params, "hh", "kernel"))
+  hidden_channels = w_h.shape[-2]
+  one = _forget_one(hidden_channels, w_h.dtype)
+  if cell.use_bias:
+    b_x = _conv_gates(_get(params, "ih", "bias"))
+    b_h = _conv_gates(_get(params, "hh", "bias")) + one
+  else:
+    b_x, b_h = jnp.zeros_like(one), one
+  model = conv_lstm.conv_lstm(hidden_channels, spatial_shape=spatial_shape,
+                              kernel_size=tuple(cell.kernel_size), padding=pads)
+  return model, conv_lstm.ConvLSTMParams(w_x, w_h, b_x, b_h)
+
+
+def _conv_lstm_to_flax(config, params, cell, wrapped):
+  hidden_channels = config.hidden_channels
+  if not isinstance(params, conv_lstm.ConvLSTMParams):
+    raise TypeError(f"params: expected ConvLSTMParams (the model's), got"
+                    f" {type(params).__name__}.")
+  if tuple(params.w_h.shape[-2:]) != (hidden_channels, 4 * hidden_channels):
+    raise ValueError(f"params: expected hidden channels {hidden_channels} (the model's), got"
+                     f" w_h of shape {list(params.w_h.shape)}.")
+  if isinstance(cell, type):  # Flax's defaults: padding "SAME"
+    pads = conv_lstm.resolve_padding("SAME", config.kernel_size)
+    where = "the class's default padding 'SAME'"
+  else:
+    if cell.features != hidden_channels:
+      raise ValueError(f"cell: expected features={hidden_channels} (the model's hidden"
+                       f" channels), got features={cell.features}.")
+    if tuple(cell.kernel_size) != config.kernel_size:
+      raise ValueError(f"cell: expected kernel_size={config.kernel_size} (the model's), got"
+                       f" kernel_size={tuple(cell.kernel_size)}.")
+    if not cell.use_bias:
+      raise ValueError("cell: expected use_bias=True: Flax's ConvLSTMCell without biases still"
+                       " adds 1 to the forget gate, and has nowhere to hold the model's biases.")
+    pads = _conv_cell_padding(cell, "cell")
+    where = f"padding={cell.padding!r}"
+  if pads != config.padding:
+    raise ValueError(f"cell: expected padding {[list(p) for p in config.padding]} (the model's"
+                     f" (low, high) pairs), got {where}, which pads {[list(p) for p in pads]};"
+                     f" pass nn.ConvLSTMCell(..., padding={[tuple(p) for p in config.padding]}).")
+  one = _forget_one(hidden_channels, params.w_h.dtype)
+  b_x = params.b_x if params.b_x is not None else jnp.zeros_like(one)
+  b_h = params.b_h if params.b_h is not None else jnp.zeros_like(one)
+  out = {"ih": {"kernel": _conv_gates(params.w_x), "bias": _conv_gates(b_x)},
+         "hh": {"kernel": _conv_gates(params.w_h), "bias": _conv_gates(b_h - one)}}
+  return {"params": {"cell": out} if wrapped else out}
+
+
 def from_flax_carry(carry):
   """Converts a Flax cell's carry into the jaxrnn cell's state.
 
-  Flax's LSTM carry is the pair ``(c, h)``, cell first; jaxrnn's is
+  Flax's LSTM and ConvLSTM carry is the pair ``(c, h)``, cell first; jaxrnn's is
   ``LSTMState(hidden=h, cell=c)``. GRU, MGU and simple-cell carries are the
   hidden array in both.
 

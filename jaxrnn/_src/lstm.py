@@ -276,24 +276,11 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
 
   def recur(params, state, gx):
     a = jnp.concatenate(gx, axis=-1) + base.matmul(state.hidden, params.w_h, dtype)
-    s = gates.gate_scale(H, (1, 1, 0, 1), a.dtype)
-    t = jnp.tanh(a * s)
-    act = s * t + (1 - s)
-    i, f, g, o = act[..., :H], act[..., H:2 * H], act[..., 2 * H:3 * H], act[..., 3 * H:]
-    c = f * state.cell + i * g
-    h = o * jnp.tanh(c)
-    return LSTMState(h, c), t
+    return gate_update(a, state.cell, H)
 
   def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y):
-    tc = jnp.tanh(new_state.cell)
-    s = gates.gate_scale(H, (1, 1, 0, 1), t.dtype)
-    act = s * t + (1 - s)
-    i, f, g, o = act[..., :H], act[..., H:2 * H], act[..., 2 * H:3 * H], act[..., 3 * H:]
-    d_h = d_state.hidden + d_y
-    d_c = d_state.cell + d_h * o * (1 - tc * tc)
-    d_act = jnp.concatenate([d_c * g, d_c * state.cell, d_c * i, d_h * tc], axis=-1)
-    delta = d_act * (s * s) * (1 - t * t)
-    d_prev = LSTMState(base.matmul(delta, w_h_t, dtype), d_c * f)
+    delta, d_c_prev = gate_update_bwd(t, state.cell, new_state.cell, d_state, d_y, H)
+    d_prev = LSTMState(base.matmul(delta, w_h_t, dtype), d_c_prev)
     return recurrence.StepGrads(d_prev, delta)
 
   def param_grads(params, xs, states, t, delta):
@@ -309,6 +296,38 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
   return recurrence.kernel_cell(
       kernel, init=init, initial_state=initial_state, input_size=gates.input_size_of,
       output_size=H, config=config, name="lstm")
+
+
+def gate_update(a, cell, H):
+  """The LSTM's step from its gate pre-activations ``a`` (``[..., 4H]``, blocks ``i, f, g, o``).
+
+  Returns ``(LSTMState(h, c), t)``; ``t`` holds the gate activations for
+  `gate_update_bwd`. One ``tanh`` computes all four gates (`gates.gate_scale`).
+  Shared by `lstm` and `conv_lstm`, whose pre-activations differ.
+  """
+  s = gates.gate_scale(H, (1, 1, 0, 1), a.dtype)
+  t = jnp.tanh(a * s)
+  act = s * t + (1 - s)
+  i, f, g, o = _split(act, H)
+  c = f * cell + i * g
+  h = o * jnp.tanh(c)
+  return LSTMState(h, c), t
+
+
+def gate_update_bwd(t, cell, new_cell, d_state, d_y, H):
+  """The reverse of `gate_update`: ``(delta, d_cell)``.
+
+  ``delta`` is the gradient of the pre-activations ``a`` and ``d_cell`` that
+  of the cell state read, given the gradients of the new state and output
+  (the equations are in `lstm`'s docstring).
+  """
+  tc = jnp.tanh(new_cell)
+  s = gates.gate_scale(H, (1, 1, 0, 1), t.dtype)
+  i, f, g, o = _split(s * t + (1 - s), H)
+  d_h = d_state.hidden + d_y
+  d_c = d_state.cell + d_h * o * (1 - tc * tc)
+  d_act = jnp.concatenate([d_c * g, d_c * cell, d_c * i, d_h * tc], axis=-1)
+  return d_act * (s * s) * (1 - t * t), d_c * f
 
 
 def _projection_init(key, H, P, recurrent_init, dtype):

@@ -41,7 +41,9 @@ def dense(output_size):
   """A dense layer applied at every step: ``out_t = y_t W + b``.
 
   Initialisation as PyTorch's ``nn.Linear``: ``U(-1/sqrt(I), 1/sqrt(I))``.
-  With ``seq_lengths``, outputs at padded steps are zero.
+  With ``seq_lengths``, outputs at padded steps are zero. ``ys`` may have
+  spatial axes between batch and features (a `conv_lstm`'s ``[T, B, H, W, Hc]``):
+  the layer acts on the last axis at every position.
 
   Args:
     output_size: size of each step's output.
@@ -68,10 +70,12 @@ def dense(output_size):
     validation.check_params(Readout(init, apply), params, ys.shape[-1])
     if seq_lengths is None:
       return ys @ params.w + params.b
-    if ys.ndim != 3:
-      raise ValueError(f"ys: seq_lengths needs rank-3 ys, got shape {list(ys.shape)}.")
+    if ys.ndim < 3:
+      raise ValueError(f"ys: seq_lengths needs ys of rank 3 or more ([T, B, ..., F]), got"
+                       f" shape {list(ys.shape)}.")
     T, B = (ys.shape[0], ys.shape[1]) if time_major else (ys.shape[1], ys.shape[0])
-    valid = sequence_mask(seq_lengths, T, B, time_major)[..., None]
+    mask = sequence_mask(seq_lengths, T, B, time_major)
+    valid = mask.reshape(mask.shape + (1,) * (ys.ndim - 2))
     # Padding may hold anything: zeroed before the matmul, it reaches no gradient.
     return jnp.where(valid, jnp.where(valid, ys, 0) @ params.w + params.b, 0)
 

@@ -135,11 +135,20 @@ class Kernel(NamedTuple):
 
 
 def hidden_grad_norm(hidden: Callable[[base.State], Array]) -> GradNormFn:
-  """``grad_norm`` of a cell whose output is ``hidden(state)``: ``||dL/dh_t||``."""
+  """``grad_norm`` of a cell whose output is ``hidden(state)``: ``||dL/dh_t||``.
+
+  The norm is per sequence, over every axis but the batch axis (features, and
+  the spatial axes of a `conv_lstm`).
+  """
   def grad_norm(d_new_state, d_y):
     d = hidden(d_new_state) + d_y
-    return jnp.sqrt(jnp.sum(d * d, axis=-1))
+    return jnp.sqrt(_sum_per_sequence(d * d))
   return grad_norm
+
+
+def _sum_per_sequence(a):
+  """``[B, ...] -> [B]``: the sum over every axis but the batch axis."""
+  return jnp.sum(a, axis=tuple(range(1, a.ndim)))
 
 
 class Steps(NamedTuple):
@@ -195,10 +204,11 @@ def clip_state_grad(d_state: base.State, clip: Optional[base.StateGradClip]) -> 
   if clip.mode == "value":
     return jax.tree.map(lambda d: jnp.clip(d, -threshold, threshold), d_state)
   leaves = jax.tree.leaves(d_state)
-  sq = sum(jnp.sum(d * d, axis=-1) for d in leaves)
+  sq = sum(_sum_per_sequence(d * d) for d in leaves)
   norm = jnp.sqrt(sq)
   scale = jnp.where(norm > threshold, threshold / jnp.where(norm > 0, norm, 1), 1)
-  return jax.tree.map(lambda d: d * scale[..., None].astype(d.dtype), d_state)
+  return jax.tree.map(
+      lambda d: d * scale.reshape(scale.shape + (1,) * (d.ndim - 1)).astype(d.dtype), d_state)
 
 
 def _project_in_loop():
@@ -238,7 +248,7 @@ def _scan_forward(kernel, opts, params, steps, h0, h_start, mode):
       return h_new, (h_new, res)
     y = kernel.output(h_new, res)
     if m_t is not None:
-      y = jnp.where(m_t[:, None], y, jnp.zeros((), y.dtype))
+      y = sequences.zero_padding(y, m_t)
     return h_new, y
 
   h_end, out = lax.scan(body, h_start, (gx, steps.mask, steps.resets),
@@ -280,7 +290,7 @@ def _scan_backward(kernel, opts, params, steps, h_start, h0, states, res, d_ys, 
       zeros = base.tree_zeros_like(d_h)
       d_new = sequences.batch_where(m_t, d_h, zeros)
       d_pass = sequences.batch_where(m_t, zeros, d_h)
-      d_y = jnp.where(m_t[:, None], d_y, jnp.zeros((), d_y.dtype))
+      d_y = sequences.zero_padding(d_y, m_t)
     else:
       d_new, d_pass = d_h, None
     grads = kernel.recur_bwd(params, w_t, state_t, new_t, res_t, d_new, d_y)
@@ -486,7 +496,7 @@ def _probe_zeros(T, B, dtype):
 
 def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.InitialStateFn,
                 input_size: base.InputSizeFn, output_size: int, config: Any,
-                name: str) -> base.Model:
+                name: str, spatial_shape: tuple[int, ...] = ()) -> base.Model:
   """Builds the `Model` of a cell from its kernel.
 
   The model's ``step`` projects one input and runs ``recur``; ``forward`` runs
@@ -501,6 +511,8 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
     output_size: size of the output's last axis.
     config: what the cell is, as data; converters dispatch on its type.
     name: the cell's name in error messages.
+    spatial_shape: the sizes of the spatial axes of the inputs and states
+      (`Model.spatial_shape`); ``()`` for a cell over feature vectors.
 
   Returns:
     A `Model`.
@@ -524,5 +536,6 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       norm_probe=_probe_zeros,
       explicit_backward=kernel.recur_bwd is not None,
       config=config,
+      spatial_shape=tuple(spatial_shape),
   )
   return model

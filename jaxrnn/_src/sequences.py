@@ -29,7 +29,10 @@ def batch_where(cond: Array, on_true: base.PyTree, on_false: base.PyTree) -> bas
 
 
 def zero_padding(ys: Array, mask: Optional[Array]) -> Array:
-  """``ys`` ``[T, B, ...]`` with the steps outside ``mask`` set to zero."""
+  """``ys`` ``[T, B, ...]`` with the steps outside ``mask`` ``[T, B]`` set to zero.
+
+  Also for one step: ``ys`` ``[B, ...]`` and ``mask`` ``[B]``.
+  """
   if mask is None:
     return ys
   return jnp.where(mask.reshape(mask.shape + (1,) * (ys.ndim - mask.ndim)), ys,

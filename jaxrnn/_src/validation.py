@@ -38,13 +38,15 @@ _TOKEN_HINT = (" Integer or boolean inputs look like tokens: embed them first"
                " (e.g. `embedding[tokens]`) and pass the float vectors.")
 
 
-def check_step_input(model_name, x, input_size):
+def check_step_input(model_name, x, input_size, spatial_shape=()):
   check_floating("x", x, _TOKEN_HINT)
-  size = "F" if input_size is None else input_size
-  if x.ndim not in (1, 2) or (input_size is not None and x.shape[-1] != input_size):
-    raise ValueError(
-        f"x: {model_name}.step expected shape [batch, {size}] or [{size}]"
-        f" (input_size read from params), got {list(x.shape)}.")
+  n = len(spatial_shape) + 1
+  step_shape = tuple(spatial_shape) + (input_size,)  # input_size None: any feature size
+  got = tuple(x.shape[x.ndim - n:]) if x.ndim >= n else ()
+  if x.ndim not in (n, n + 1) or any(w is not None and g != w for g, w in zip(got, step_shape)):
+    dims = ", ".join("F" if d is None else str(d) for d in step_shape)
+    raise ValueError(f"x: {model_name}.step expected shape [batch, {dims}] or [{dims}]"
+                     f" (input_size read from params), got {list(x.shape)}.")
 
 
 def check_step(model, model_name, params, state, x):
@@ -55,21 +57,28 @@ def check_step(model, model_name, params, state, x):
   check_floating("x", x, _TOKEN_HINT)
   if np.ndim(x) >= 1:
     check_params(model, params, x.shape[-1])
-  check_step_input(model_name, x, model.input_size(params))
-  check_state(model, params, state, x.shape[0] if x.ndim == 2 else None, batch_of="x")
+  spatial = tuple(model.spatial_shape)
+  check_step_input(model_name, x, model.input_size(params), spatial)
+  batched = x.ndim == len(spatial) + 2
+  check_state(model, params, state, x.shape[0] if batched else None, batch_of="x")
   return cast_to_params(params, state), cast_to_params(params, jnp.asarray(x))
 
 
 def check_sequence(model, params, xs, time_major):
   """Checks ``xs`` and returns ``(T, B)``."""
-  layout = "[T, B, F]" if time_major else "[B, T, F]"
+  spatial = tuple(getattr(model, "spatial_shape", ()))
+  layout = ("[T, B, " if time_major else "[B, T, ") + "".join(
+      f"{n}, " for n in spatial) + ("C]" if spatial else "F]")
   if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
     raise TypeError(f"xs: expected a floating-point array {layout}, got {type(xs).__name__}.")
   check_floating("xs", xs, _TOKEN_HINT)
-  if xs.ndim != 3:
-    raise ValueError(f"xs: expected rank 3 {layout} (time_major={time_major}), got shape"
-                     f" {list(xs.shape)} of rank {xs.ndim}. Add a batch axis of size 1"
+  if xs.ndim != 3 + len(spatial):
+    raise ValueError(f"xs: expected rank {3 + len(spatial)} {layout} (time_major={time_major}),"
+                     f" got shape {list(xs.shape)} of rank {xs.ndim}. Add a batch axis of size 1"
                      " for a single sequence.")
+  if tuple(xs.shape[2:-1]) != spatial:
+    raise ValueError(f"xs: expected spatial shape {list(spatial)} (the model's spatial_shape),"
+                     f" got shape {list(xs.shape)} with spatial shape {list(xs.shape[2:-1])}.")
   check_params(model, params, xs.shape[-1])
   expected = model.input_size(params)
   if expected is not None and xs.shape[-1] != expected:

@@ -89,6 +89,8 @@ class Model(NamedTuple):
     config: what the model is, as data: a cell's own config (`RNNConfig`,
       `LSTMConfig`, `GRUConfig`, `CustomCellConfig`) or the composite's config
       naming its parts. Converters dispatch on its type.
+    kernel: the `jaxrnn.kernel.Kernel` of a cell built with `kernel_cell`,
+      which `recurrent_dropout` and `zoneout` wrap; None for other models.
   """
   init: InitFn
   initial_state: InitialStateFn
@@ -99,6 +101,7 @@ class Model(NamedTuple):
   norm_probe: NormProbeFn
   explicit_backward: bool
   config: Any = None
+  kernel: Any = None
 
 
 class StateGradClip(NamedTuple):
@@ -120,7 +123,8 @@ class Context(NamedTuple):
     mask: ``[T, B]`` bool, True on valid steps, or None when every step is.
     resets: ``[T, B]`` bool, True where the initial state is swapped in before
       reading that step, or None.
-    rng: PRNG key for dropout in composites, or None for no dropout.
+    rng: PRNG key for dropout in composites and the masks of the recurrent
+      regularisers, or None for none.
     backward: ``"bptt"`` (the explicit backward as a custom VJP) or
       ``"autodiff"`` (JAX differentiates the scan).
     remat_chunk: recompute activations in chunks of this many steps in the

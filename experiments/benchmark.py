@@ -37,15 +37,17 @@ from experiments import benchmark_peers as peers
 from experiments import benchmark_report as report
 
 DEFAULT_SHAPES = ("lstm:32:100:64:256,lstm:64:50:128:512,lstm:16:200:32:128,"
-                  "gru:32:100:64:256,rnn:32:100:64:256,conv_lstm:8:20:4:16:16x16:3")
+                  "gru:32:100:64:256,rnn:32:100:64:256,lstm_ln:32:100:64:256,"
+                  "conv_lstm:8:20:4:16:16x16:3")
 # DeepBench's inference/training RNN shapes (input size = hidden size), for GPUs.
 DEEPBENCH_SHAPES = "lstm:128:25:1024:1024,gru:32:1500:1024:1024,lstm:4:150:256:256"
 MODES = ("train", "forward", "memory")
 _PEAK = ("peak", "matmul")
 
 _SHAPES = flags.DEFINE_string("shapes", DEFAULT_SHAPES,
-                             "Comma-separated cell:B:T:I:H, with cell any name in jaxrnn.CELLS,"
-                             " or conv_lstm:B:T:C:Hc:HxW:K (inputs [T, B, H, W, C]).")
+                             "Comma-separated cell:B:T:I:H, with cell any name in jaxrnn.CELLS"
+                             " or lstm_ln (jaxrnn.lstm(H, layer_norm=True)), or"
+                             " conv_lstm:B:T:C:Hc:HxW:K (inputs [T, B, H, W, C]).")
 _DEEPBENCH = flags.DEFINE_bool(
     "deepbench", True, "Also run the DeepBench shapes when the backend is a GPU.")
 _MODE = flags.DEFINE_list("mode", ["train", "forward"],

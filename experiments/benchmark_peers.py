@@ -9,11 +9,14 @@ time, so the compile time is measured apart from the run time); PyTorch runs
 eagerly with `loss.backward()`.
 
 A shape's cell is any name in `jaxrnn.CELLS`, so a new built-in cell is timed
-by the jaxrnn rows without editing this file. The other peers run the cells
-their library has (the tables below). The convolutional LSTM (`CONV_CELL`)
-has shapes of its own, ``conv_lstm:B:T:C:Hc:HxW:K``: inputs
-``[T, B, H, W, C]``, ``Hc`` channels, a ``K x K`` kernel with "SAME" padding;
-jaxrnn's `conv_lstm` and Flax's ``ConvLSTMCell`` run it.
+by the jaxrnn rows without editing this file, or a variant of one with options
+(`CELL_VARIANTS`: ``lstm_ln`` is ``jaxrnn.lstm(H, layer_norm=True)``). The
+other peers run the cells their library has (the tables below); none of them
+has a layer-normalised LSTM, so its rows are jaxrnn's and the scan floor's.
+The convolutional LSTM (`CONV_CELL`) has shapes of its own,
+``conv_lstm:B:T:C:Hc:HxW:K``: inputs ``[T, B, H, W, C]``, ``Hc`` channels, a
+``K x K`` kernel with "SAME" padding; jaxrnn's `conv_lstm` and Flax's
+``ConvLSTMCell`` run it.
 
 A builder raises `ImportError` when its library is missing and `Unsupported`
 when it has no such cell or cannot run on this backend; the benchmark skips
@@ -45,6 +48,8 @@ HAIKU_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "VanillaRNN"}
 TORCH_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CUDNN_CELLS = {"lstm": "lstm"}
 CONV_CELL = "conv_lstm"  # not in jaxrnn.CELLS: its constructor needs a spatial shape and a kernel
+# Shape cells beyond jaxrnn.CELLS: name -> (the jaxrnn.CELLS cell, its options, what it is).
+CELL_VARIANTS = {"lstm_ln": ("lstm", {"layer_norm": True}, "layer-normalised LSTM")}
 
 
 class Shape(NamedTuple):
@@ -52,7 +57,7 @@ class Shape(NamedTuple):
 
   Attributes:
     cell: a name in `jaxrnn.CELLS`, built with its defaults (`"rnn"` is the
-      tanh Elman RNN).
+      tanh Elman RNN), or in `CELL_VARIANTS`.
     batch: B.
     time: T, the sequence length.
     inputs: I, the input size (the input channels C of `conv_lstm`).
@@ -110,9 +115,10 @@ def parse_shapes(text: str) -> list[Shape]:
   for item in filter(None, (s.strip() for s in text.split(","))):
     fields = item.split(":")
     conv = fields[0] == CONV_CELL and len(fields) == 7
-    if not conv and (len(fields) != 5 or fields[0] not in jaxrnn.CELLS):
+    cells = tuple(jaxrnn.CELLS) + tuple(CELL_VARIANTS)
+    if not conv and (len(fields) != 5 or fields[0] not in cells):
       raise ValueError(
-          f"Shape {item!r} should read cell:B:T:I:H with cell in {tuple(jaxrnn.CELLS)}, "
+          f"Shape {item!r} should read cell:B:T:I:H with cell in {cells}, "
           f"e.g. 'lstm:32:100:64:256', or {CONV_CELL}:B:T:C:Hc:HxW:K, e.g."
           f" '{CONV_CELL}:8:20:4:16:16x16:3'.")
     batch, time, inputs, hidden = (int(f) for f in fields[1:5])
@@ -165,6 +171,8 @@ def flops(shape: Shape, mode: str) -> float:
 
 def _peer_cell(shape: Shape, library: str, cells: dict[str, str]) -> str:
   """The name of `library`'s class for the shape's cell; `Unsupported` if it has none."""
+  if shape.cell in CELL_VARIANTS:
+    raise Unsupported(f"{library} has no {CELL_VARIANTS[shape.cell][2]} ({shape.cell})")
   if shape.cell not in cells:
     raise Unsupported(f"{library} has no {shape.cell} cell (it has {', '.join(cells)})")
   return cells[shape.cell]
@@ -196,16 +204,23 @@ def jax_step(loss_fn, params, xs, targets, mode: str, label: str) -> Step:
 
 
 def _jaxrnn_cell(shape: Shape, dtype) -> jaxrnn.Model:
-  """`jaxrnn.CELLS[shape.cell]` at the shape's H, with its defaults and `dtype` if not None."""
+  """The shape's jaxrnn cell at its H, with its defaults (or variant options) and `dtype`."""
   if shape.cell == CONV_CELL:
     if dtype is not None:
       raise Unsupported(f"jaxrnn's {shape.cell} cell takes no dtype")
     return jaxrnn.conv_lstm(shape.hidden, spatial_shape=shape.spatial, kernel_size=shape.kernel)
-  if dtype is None:
-    return jaxrnn.CELLS[shape.cell](shape.hidden)
-  if not model_lib.takes_option(shape.cell, "dtype"):
-    raise Unsupported(f"jaxrnn's {shape.cell} cell takes no dtype")
-  return jaxrnn.CELLS[shape.cell](shape.hidden, dtype=dtype)
+  cell, options, _ = CELL_VARIANTS.get(shape.cell, (shape.cell, {}, None))
+  if dtype is not None:
+    if not model_lib.takes_option(cell, "dtype"):
+      raise Unsupported(f"jaxrnn's {cell} cell takes no dtype")
+    options = dict(options, dtype=dtype)
+  return jaxrnn.CELLS[cell](shape.hidden, **options)
+
+
+def _cell_label(shape: Shape) -> str:
+  """The shape's jaxrnn cell as code, e.g. ``lstm`` or ``lstm(layer_norm=True)``."""
+  cell, options, _ = CELL_VARIANTS.get(shape.cell, (shape.cell, {}, None))
+  return f"{cell}({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else cell
 
 
 def jaxrnn_peer(backward: str = "bptt", remat_chunk: int | None = None,
@@ -227,7 +242,7 @@ def jaxrnn_peer(backward: str = "bptt", remat_chunk: int | None = None,
       options.append(f"remat_chunk={remat_chunk}")
     if dtype is not None:
       options.append(f"dtype={jnp.dtype(dtype).name}")
-    label = f"jaxrnn.unroll({shape.cell}, {', '.join(options)})"
+    label = f"jaxrnn.unroll({_cell_label(shape)}, {', '.join(options)})"
     return jax_step(loss, params, xs, targets, mode, label)
 
   return build

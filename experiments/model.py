@@ -98,7 +98,9 @@ def takes_option(cell: str, option: str) -> bool:
   return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-def make_cell(cell: str, hidden_size: int, **options: Any) -> jaxrnn.Model:
+def make_cell(cell: str, hidden_size: int, *, recurrent_dropout: float = 0.0,
+              zoneout: float = 0.0, zoneout_cell: Optional[float] = None,
+              **options: Any) -> jaxrnn.Model:
   """``jaxrnn.CELLS[cell](hidden_size, **options)``, passing each option only where it is taken.
 
   Options such as ``activation`` or ``dtype`` exist for some cells only; the
@@ -107,30 +109,40 @@ def make_cell(cell: str, hidden_size: int, **options: Any) -> jaxrnn.Model:
   Args:
     cell: a name in `jaxrnn.CELLS`.
     hidden_size: H.
+    recurrent_dropout: if positive, the cell is wrapped in
+      `jaxrnn.recurrent_dropout` with this rate.
+    zoneout: if positive (or ``zoneout_cell`` is given), the cell is wrapped
+      in `jaxrnn.zoneout` with this rate.
+    zoneout_cell: the LSTM's cell-state zoneout rate, or None for ``zoneout``.
     **options: keyword options of the constructors.
 
   Returns:
     The cell, a `jaxrnn.Model`.
 
   Raises:
-    ValueError: ``cell`` is not in `jaxrnn.CELLS`.
+    ValueError: ``cell`` is not in `jaxrnn.CELLS`, or a bad option.
   """
   if cell not in jaxrnn.CELLS:
     raise ValueError(f"--cell={cell!r}: expected one of jaxrnn.CELLS ({', '.join(jaxrnn.CELLS)})"
                      f" or {CONV_CELL}.")
   taken = {name: value for name, value in options.items() if takes_option(cell, name)}
-  return jaxrnn.CELLS[cell](hidden_size, **taken)
+  model = jaxrnn.CELLS[cell](hidden_size, **taken)
+  if recurrent_dropout:
+    model = jaxrnn.recurrent_dropout(model, recurrent_dropout)
+  if zoneout or zoneout_cell is not None:
+    model = jaxrnn.zoneout(model, zoneout, cell_rate=zoneout_cell)
+  return model
 
 
 def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int,
                    output_size: int, *, tokens: bool, embed_size: int = 32,
-                   conv_kernel_size: int = 3) -> SequenceModel:
+                   conv_kernel_size: int = 3, **cell_options: Any) -> SequenceModel:
   """Builds the model.
 
   Args:
     cell: a name in `jaxrnn.CELLS` ("rnn" is the tanh Elman RNN), built with
-      its defaults, or ``"conv_lstm"`` (`conv_lstm_core`: each step's features
-      read as a 1-D grid of one channel).
+      its defaults and ``cell_options``, or ``"conv_lstm"`` (`conv_lstm_core`:
+      each step's features read as a 1-D grid of one channel).
     hidden_size: units per layer (for ``conv_lstm``, channels per position).
     num_layers: 1 gives a bare cell, more a `jaxrnn.stack`.
     input_size: feature size, or the vocabulary size when `tokens`.
@@ -138,18 +150,22 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
     tokens: inputs are int tokens, embedded by a learned `[input_size, embed_size]` table.
     embed_size: size of the embedding.
     conv_kernel_size: the kernel size of ``conv_lstm``.
+    **cell_options: options of `make_cell` (e.g. ``peephole=True``,
+      ``zoneout=0.1``), for every layer; ``conv_lstm`` takes none.
 
   Returns:
     A `SequenceModel`.
 
   Raises:
-    ValueError: ``cell`` is not in `CELL_NAMES`.
+    ValueError: ``cell`` is not in `CELL_NAMES`, or a bad option.
   """
   core_input_size = embed_size if tokens else input_size
   if cell == CONV_CELL:
+    if cell_options:
+      raise ValueError(f"--cell={CONV_CELL} takes none of the options {sorted(cell_options)}.")
     core = conv_lstm_core(hidden_size, num_layers, core_input_size, conv_kernel_size)
   else:
-    layers = [make_cell(cell, hidden_size) for _ in range(num_layers)]
+    layers = [make_cell(cell, hidden_size, **cell_options) for _ in range(num_layers)]
     core = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
   readout = jaxrnn.dense(output_size)
 

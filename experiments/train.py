@@ -38,6 +38,20 @@ CELL = flags.DEFINE_enum("cell", _DEFAULTS.cell, list(model_lib.CELL_NAMES),
                          " conv_lstm: jaxrnn.conv_lstm reading each step's F features (the"
                          " embedding for copy and charlm) as a 1-D grid of F positions with one"
                          " channel, its [F, hidden_size] output flattened for the readout.")
+PEEPHOLE = flags.DEFINE_bool("peephole", _DEFAULTS.peephole,
+                             "LSTM peephole connections (--cell=lstm).")
+LAYER_NORM = flags.DEFINE_bool("layer_norm", _DEFAULTS.layer_norm,
+                               "Layer-normalised LSTM (--cell=lstm).")
+PROJ_SIZE = flags.DEFINE_integer("proj_size", _DEFAULTS.proj_size,
+                                 "LSTM hidden-state projection size (--cell=lstm).",
+                                 lower_bound=1)
+RECURRENT_DROPOUT, ZONEOUT, ZONEOUT_CELL = (
+    flags.DEFINE_float(name, getattr(_DEFAULTS, name), text, lower_bound=0.0)
+    for name, text in (
+        ("recurrent_dropout", "Variational dropout rate of the state the recurrence reads"
+                              " (jaxrnn.recurrent_dropout)."),
+        ("zoneout", "Zoneout rate of the hidden state (jaxrnn.zoneout)."),
+        ("zoneout_cell", "Zoneout rate of the LSTM's cell state (default: --zoneout).")))
 HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", _DEFAULTS.hidden_size,
                                    "Units per layer (conv_lstm: channels per position).",
                                    lower_bound=1)
@@ -127,7 +141,9 @@ def _check_data_path(values):
 
 def config_from_flags() -> trainer.Config:
   return trainer.Config(
-      task=TASK.value, cell=CELL.value, hidden_size=HIDDEN_SIZE.value,
+      task=TASK.value, cell=CELL.value, peephole=PEEPHOLE.value, layer_norm=LAYER_NORM.value,
+      proj_size=PROJ_SIZE.value, recurrent_dropout=RECURRENT_DROPOUT.value or 0.0,
+      zoneout=ZONEOUT.value or 0.0, zoneout_cell=ZONEOUT_CELL.value, hidden_size=HIDDEN_SIZE.value,
       conv_kernel_size=CONV_KERNEL_SIZE.value,
       num_layers=NUM_LAYERS.value, embed_size=EMBED_SIZE.value, seq_len=SEQ_LEN.value,
       batch_size=BATCH_SIZE.value, steps=STEPS.value, optimizer=OPTIMIZER.value,

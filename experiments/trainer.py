@@ -68,6 +68,12 @@ class Config:
   """A training run's settings; the flags of `experiments.train` mirror them."""
   task: str = "charlm"
   cell: str = "lstm"  # a name in jaxrnn.CELLS, or "conv_lstm"
+  peephole: bool = False  # LSTM options
+  layer_norm: bool = False
+  proj_size: Optional[int] = None
+  recurrent_dropout: float = 0.0  # regularisers of the recurrence, one at a time
+  zoneout: float = 0.0
+  zoneout_cell: Optional[float] = None  # the LSTM's cell-state rate; None: zoneout
   hidden_size: int = 128
   conv_kernel_size: int = 3  # conv_lstm only
   num_layers: int = 1
@@ -152,7 +158,7 @@ def build(config: Config) -> Experiment:
     model = model_lib.sequence_model(
         config.cell, config.hidden_size, config.num_layers, task.input_size,
         task.output_size, tokens=task.tokens, embed_size=config.embed_size,
-        conv_kernel_size=config.conv_kernel_size)
+        conv_kernel_size=config.conv_kernel_size, **cell_options(config))
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -164,6 +170,36 @@ def build(config: Config) -> Experiment:
       task, model, optimizer,
       _on_mesh(jaxrnn.training.make_train_step(loss_fn, optimizer, jit=False), mesh, axes),
       _on_mesh(jaxrnn.training.make_eval_step(loss_fn, jit=False), mesh, axes), mesh)
+
+
+# The cell options of `Config` (the flags' names) and the values that leave them off.
+_CELL_OPTIONS = {"peephole": False, "layer_norm": False, "proj_size": None,
+                 "recurrent_dropout": 0.0, "zoneout": 0.0, "zoneout_cell": None}
+
+
+def cell_options(config: Config) -> dict:
+  """The cell options of `config` that are on, checked against its cell.
+
+  Raises:
+    ConfigError: an option the cell does not have, a rate outside ``[0, 1)``,
+      or both regularisers.
+  """
+  options = {name: getattr(config, name) for name, off in _CELL_OPTIONS.items()
+             if getattr(config, name) != off}
+  if config.cell == model_lib.CONV_CELL and options:
+    raise ConfigError(f"--cell={config.cell} takes none of --{', --'.join(sorted(options))}.")
+  for name in ("peephole", "layer_norm", "proj_size"):
+    if name in options and not model_lib.takes_option(config.cell, name):
+      raise ConfigError(f"--{name} is an option of --cell=lstm; --cell={config.cell} has none.")
+  if "zoneout_cell" in options and config.cell != "lstm":
+    raise ConfigError(f"--zoneout_cell sets the LSTM's cell-state rate; --cell={config.cell}"
+                      " has no cell state.")
+  for name in ("recurrent_dropout", "zoneout", "zoneout_cell"):
+    if name in options and not 0.0 <= options[name] < 1.0:
+      raise ConfigError(f"--{name}={options[name]}: expected a probability in [0, 1).")
+  if "recurrent_dropout" in options and ({"zoneout", "zoneout_cell"} & set(options)):
+    raise ConfigError("--recurrent_dropout and --zoneout do not combine; use one of them.")
+  return options
 
 
 def batch_axes(task: tasks.Task) -> tasks.Batch:
@@ -206,6 +242,9 @@ def fingerprint(config: Config) -> dict:
   fields = dataclasses.asdict(config)
   for name in RESUMABLE_CHANGES:
     if name != "steps" or config.schedule == "constant":
+      fields.pop(name)
+  for name, off in _CELL_OPTIONS.items():  # left off, as in workdirs older than the options
+    if fields[name] == off:
       fields.pop(name)
   fields["seq_len"] = config.seq_len or tasks.DEFAULT_SEQ_LEN[config.task]
   return fields
@@ -272,7 +311,8 @@ def _train(config: Config, stop: preemption.StopSignal) -> dict:
 
   final = evaluate(eval_step, state.params, task.eval_batches)
   summary = {
-      "task": task.name, "cell": config.cell, "hidden_size": config.hidden_size,
+      "task": task.name, "cell": config.cell, "cell_options": cell_options(config),
+      "hidden_size": config.hidden_size,
       "num_layers": config.num_layers, "seq_len": task.seq_len,
       "batch_size": config.batch_size, "steps": config.steps,
       "optimizer": config.optimizer, "learning_rate": config.learning_rate,

@@ -62,6 +62,11 @@ from jaxrnn._src.readout import DenseParams
 from jaxrnn._src.readout import Readout
 from jaxrnn._src.readout import dense
 from jaxrnn._src.readout import sequence_mask
+from jaxrnn._src.regularisers import KeptParams
+from jaxrnn._src.regularisers import RecurrentDropoutConfig
+from jaxrnn._src.regularisers import ZoneoutConfig
+from jaxrnn._src.regularisers import recurrent_dropout
+from jaxrnn._src.regularisers import zoneout
 from jaxrnn._src.rnn import RNNConfig
 from jaxrnn._src.rnn import RNNParams
 from jaxrnn._src.rnn import rnn
@@ -100,6 +105,7 @@ __all__ = (
     "GRUParams",
     "InitFn",
     "InitialStateFn",
+    "KeptParams",
     "LSTMConfig",
     "LSTMParams",
     "LSTMState",
@@ -113,12 +119,14 @@ __all__ = (
     "RNNConfig",
     "RNNParams",
     "Readout",
+    "RecurrentDropoutConfig",
     "StackConfig",
     "StackParams",
     "StackState",
     "State",
     "StateGradClip",
     "StepFn",
+    "ZoneoutConfig",
     "bidirectional",
     "bptt",
     "clip_state_grad_by_norm",
@@ -133,6 +141,7 @@ __all__ = (
     "lstm",
     "mgu",
     "parallel",
+    "recurrent_dropout",
     "rnn",
     "sequence_cross_entropy",
     "sequence_mask",
@@ -142,4 +151,5 @@ __all__ = (
     "training",
     "truncated_value_and_grad",
     "unroll",
+    "zoneout",
 )

@@ -10,6 +10,7 @@ step function, `jaxrnn.custom_cell` is simpler.
 from jaxrnn._src.base import Context
 from jaxrnn._src.recurrence import GradNormFn
 from jaxrnn._src.recurrence import Kernel
+from jaxrnn._src.recurrence import MaskHooks
 from jaxrnn._src.recurrence import OutputFn
 from jaxrnn._src.recurrence import ParamGradsFn
 from jaxrnn._src.recurrence import ProjectFn
@@ -23,6 +24,7 @@ __all__ = (
     "Context",
     "GradNormFn",
     "Kernel",
+    "MaskHooks",
     "OutputFn",
     "ParamGradsFn",
     "ProjectFn",

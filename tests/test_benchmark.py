@@ -28,6 +28,9 @@ class ShapesAndFlopsTest(absltest.TestCase):
     for name in jaxrnn.CELLS:
       self.assertEqual(peers.parse_shapes(f"{name}:1:2:3:4"), [peers.Shape(name, 1, 2, 3, 4)])
 
+  def test_parse_shapes_takes_the_layer_norm_lstm(self):
+    self.assertEqual(peers.parse_shapes("lstm_ln:1:2:3:4"), [peers.Shape("lstm_ln", 1, 2, 3, 4)])
+
   def test_parse_shapes_rejects_bad_items(self):
     for bad in ("lstm:1:2:3", "conv:1:2:3:4", "lstm:a:2:3:4"):
       with self.assertRaises(ValueError):
@@ -74,6 +77,25 @@ class PeerCellsTest(parameterized.TestCase):
              if s["reason"].startswith("Unsupported")}
     self.assertEqual(ran | noted, {(p, name) for p in config.peers for name in jaxrnn.CELLS})
     self.assertContainsSubset({("scan_floor", name) for name in ("rnn", "lstm", "gru")}, ran)
+
+
+  def test_layer_norm_lstm_row(self):
+    # jaxrnn's LN-LSTM against the scan floor; the peers have none, and say so.
+    config = benchmark.Config(
+        shapes=[TINY._replace(cell="lstm_ln")], modes=["train"],
+        peers=["jaxrnn", "scan_floor", "flax", "equinox", "haiku", "torch", "cudnn"],
+        out_dir=self.create_tempdir().full_path, repeats=1, warmup=1, peak_size=8,
+        compile_scaling=False)
+    results = benchmark.run(config)
+    rows = {r["peer"]: r for r in results["rows"]}
+    self.assertCountEqual(rows, ["jaxrnn", "scan_floor"])
+    self.assertEqual(rows["jaxrnn"]["label"],
+                     "jaxrnn.unroll(lstm(layer_norm=True), backward='bptt')")
+    self.assertEqual(rows["jaxrnn"]["flops"], peers.flops(TINY, "train"))
+    reasons = {s["peer"]: s["reason"] for s in results["skipped"]}
+    self.assertCountEqual(reasons, ["flax", "equinox", "haiku", "torch", "cudnn"])
+    for name in ("flax", "equinox", "haiku", "torch"):
+      self.assertIn("has no layer-normalised LSTM (lstm_ln)", reasons[name])
 
 
 CONV_TINY = peers.Shape("conv_lstm", batch=2, time=3, inputs=2, hidden=3, spatial=(4, 4), kernel=3)

@@ -106,6 +106,24 @@ _OPTION_CELLS = (
 )
 
 
+# Each built-in cell under each regulariser, with its masks drawn (rng given), once; every
+# option variant of the cells is checked against autodiff in test_regularisers.py.
+_REGULARISED_CELLS = (
+    ("recurrent_dropout_rnn_relu",
+     lambda: jaxrnn.recurrent_dropout(jaxrnn.rnn(3, activation="relu"), 0.3)),
+    ("recurrent_dropout_lstm_peephole_proj",
+     lambda: jaxrnn.recurrent_dropout(jaxrnn.lstm(4, peephole=True, proj_size=2), 0.3)),
+    ("recurrent_dropout_gru_reset_before",
+     lambda: jaxrnn.recurrent_dropout(jaxrnn.gru(3, reset_after=False), 0.3)),
+    ("recurrent_dropout_mgu", lambda: jaxrnn.recurrent_dropout(jaxrnn.mgu(3), 0.3)),
+    ("zoneout_rnn", lambda: jaxrnn.zoneout(jaxrnn.rnn(3), 0.3)),
+    ("zoneout_lstm_layer_norm",
+     lambda: jaxrnn.zoneout(jaxrnn.lstm(3, layer_norm=True), 0.3, cell_rate=0.5)),
+    ("zoneout_gru", lambda: jaxrnn.zoneout(jaxrnn.gru(3), 0.3)),
+    ("zoneout_mgu_no_reset_gate", lambda: jaxrnn.zoneout(jaxrnn.mgu(3, reset_gate=False), 0.3)),
+)
+
+
 class OptionCellsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_OPTION_CELLS)
@@ -114,6 +132,15 @@ class OptionCellsTest(parameterized.TestCase):
     self.assertEmpty(report.skipped)
     self.assertIn("bptt_vs_autodiff", report.passed)
     self.assertIn("grad_vs_finite_differences", report.passed)
+
+  @parameterized.named_parameters(*_REGULARISED_CELLS)
+  def test_regularised_passes_with_masks_drawn(self, make):
+    report = testing.check_cell(make(), _INPUT_SIZE,
+                                unroll_kwargs={"rng": jax.random.PRNGKey(5)})
+    self.assertEmpty(report.skipped)
+    self.assertIn("bptt_vs_autodiff", report.passed)
+    self.assertIn("grad_vs_finite_differences", report.passed)
+    self.assertIn("remat_vs_plain", report.passed)
 
 
 # The convolutional LSTM, with its input shape (*spatial, C); small so that it stays fast.

@@ -238,6 +238,49 @@ class CellsTest(absltest.TestCase):
       trainer.build(config)
 
 
+class CellOptionsTest(parameterized.TestCase):
+  """The LSTM options and the regularisers, from the config to the model."""
+
+  def test_lstm_options_and_zoneout_train(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = trainer.dataclasses.replace(
+          TINY, cell="lstm", num_layers=2, peephole=True, proj_size=3, zoneout=0.1,
+          zoneout_cell=0.3, steps=4, checkpoint_every=4, eval_every=4, log_every=2,
+          workdir=os.path.join(tmp, "run"))
+      summary = trainer.train(config)
+    self.assertEqual(summary["cell_options"], {"peephole": True, "proj_size": 3,
+                                               "zoneout": 0.1, "zoneout_cell": 0.3})
+    self.assertTrue(np.isfinite(summary["test_loss"]))
+    core = trainer.build(config).model.core
+    for layer in core.config.layers:
+      self.assertEqual(layer, jaxrnn.ZoneoutConfig(
+          jaxrnn.LSTMConfig(8, peephole=True, proj_size=3), 0.1, 0.3))
+
+  def test_recurrent_dropout_is_on_in_training_only(self):
+    config = trainer.dataclasses.replace(TINY, cell="lstm", layer_norm=True,
+                                         recurrent_dropout=0.5)
+    model = trainer.build(config).model
+    self.assertEqual(model.core.config, jaxrnn.RecurrentDropoutConfig(
+        jaxrnn.LSTMConfig(8, layer_norm=True), 0.5))
+    params = model.init(jax.random.PRNGKey(0))
+    inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4, 2))
+    evaluated = model.apply(params, inputs)
+    np.testing.assert_array_equal(evaluated, model.apply(params, inputs))
+    self.assertFalse(np.allclose(model.apply(params, inputs, jax.random.PRNGKey(2)), evaluated))
+
+  @parameterized.named_parameters(
+      ("peephole_with_gru", dict(cell="gru", peephole=True), "--peephole is an option of"),
+      ("proj_size_with_rnn", dict(cell="rnn", proj_size=2), "--proj_size is an option of"),
+      ("layer_norm_with_peephole", dict(cell="lstm", layer_norm=True, peephole=True),
+       "does not combine with peephole"),
+      ("zoneout_of_one", dict(zoneout=1.0), r"--zoneout=1.0: expected a probability"),
+      ("zoneout_cell_with_mgu", dict(cell="mgu", zoneout_cell=0.1), "no cell state"),
+      ("both_regularisers", dict(recurrent_dropout=0.1, zoneout=0.1), "do not combine"))
+  def test_bad_cell_option_is_a_config_error(self, changes, expected):
+    with self.assertRaisesRegex(trainer.ConfigError, expected):
+      trainer.build(trainer.dataclasses.replace(TINY, **changes))
+
+
 class BadFlagsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -253,6 +296,8 @@ class BadFlagsTest(parameterized.TestCase):
        "--momentum is ignored by --optimizer=adam"),
       ("warmup_without_warmup_schedule", ["--schedule=cosine", "--warmup_steps=10"],
        "--warmup_steps is ignored by --schedule=cosine"),
+      ("peephole_with_gru", ["--cell=gru", "--peephole"], "--peephole is an option of"),
+      ("negative_zoneout", ["--zoneout=-0.1"], "--zoneout"),
   )
   def test_one_line_usage_error(self, args, expected):
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,7 +306,7 @@ class BadFlagsTest(parameterized.TestCase):
       args = [f"--workdir={tmp}/w"] + [a.format(empty=empty, tmp=tmp) for a in args]
       run = _launch(*args)
       out, err = run.communicate(timeout=120)
-    self.assertEqual(run.returncode, 2)
+    self.assertEqual(run.returncode, 2, err)
     self.assertNotIn("Traceback", err)
     lines = [l for l in err.splitlines() if l.strip()]
     self.assertLen(lines, 1, err)

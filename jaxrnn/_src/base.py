@@ -93,6 +93,8 @@ class Model(NamedTuple):
       feature axis of each step's input, output and state (``(H, W)`` for a
       2-D `conv_lstm`, whose inputs are ``[T, B, H, W, C]``); ``()`` for the
       models over feature vectors ``[T, B, F]``.
+    kernel: the `jaxrnn.kernel.Kernel` of a cell built with `kernel_cell`,
+      which `recurrent_dropout` and `zoneout` wrap; None for other models.
   """
   init: InitFn
   initial_state: InitialStateFn
@@ -104,6 +106,7 @@ class Model(NamedTuple):
   explicit_backward: bool
   config: Any = None
   spatial_shape: tuple[int, ...] = ()
+  kernel: Any = None
 
 
 class StateGradClip(NamedTuple):
@@ -125,7 +128,8 @@ class Context(NamedTuple):
     mask: ``[T, B]`` bool, True on valid steps, or None when every step is.
     resets: ``[T, B]`` bool, True where the initial state is swapped in before
       reading that step, or None.
-    rng: PRNG key for dropout in composites, or None for no dropout.
+    rng: PRNG key for dropout in composites and the masks of the recurrent
+      regularisers, or None for none.
     backward: ``"bptt"`` (the explicit backward as a custom VJP) or
       ``"autodiff"`` (JAX differentiates the scan).
     remat_chunk: recompute activations in chunks of this many steps in the

@@ -113,17 +113,25 @@ def gate_scale(hidden_size, sigmoid_blocks, dtype):
                     hidden_size)
 
 
+def kept(h, keep):
+  """``h * keep``: the hidden state as the recurrent weights read it (`MaskHooks`)."""
+  return h if keep is None else h * keep
+
+
 def array_state_cell(*, init, project, recur, recur_bwd, param_grads, transposed_weights,
                      hidden_size, config, name):
   """The `Model` of a dense cell whose state is its output ``h [B, H]`` (RNN, GRU, MGU).
 
   Zeros are the initial state, the input size is read from ``w_x``, and the
-  norm `bptt` reports is that of ``dL/dh_t``.
+  norm `bptt` reports is that of ``dL/dh_t``. ``recur``, ``recur_bwd`` and
+  ``param_grads`` take a last argument ``keep=None`` (`recurrence.MaskHooks`).
   """
   kernel = recurrence.Kernel(
       project=project, recur=recur, output=lambda h, res: h, recur_bwd=recur_bwd,
       param_grads=param_grads, transposed_weights=transposed_weights,
-      grad_norm=recurrence.hidden_grad_norm(lambda h: h))
+      grad_norm=recurrence.hidden_grad_norm(lambda h: h),
+      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads,
+                                      output_grad=lambda d_y, h: d_y))
   return recurrence.kernel_cell(
       kernel, init=init, initial_state=lambda p, b: zeros_state(hidden_size, p, b),
       input_size=input_size_of, output_size=hidden_size, config=config, name=name)

@@ -114,8 +114,8 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   def gates_rz(a):
     return 0.5 * jnp.tanh(0.5 * a) + 0.5
 
-  def recur_after(params, h, gx):
-    gh = base.matmul(h, params.w_h, dtype)
+  def recur_after(params, h, gx, keep=None):
+    gh = base.matmul(gates.kept(h, keep), params.w_h, dtype)
     if params.b_h is not None:
       gh = gh + params.b_h
     rz = gates_rz(jnp.concatenate(gx[:2], axis=-1) + gh[..., :2 * H])
@@ -125,51 +125,54 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     h_new = n + z * (h - n)
     return h_new, (rz, n, ghn)
 
-  def recur_bwd_after(params, w_h_t, h, h_new, res, d_h_new, d_y):
+  def recur_bwd_after(params, w_h_t, h, h_new, res, d_h_new, d_y, keep=None):
     rz, n, ghn = res
     r, z = rz[..., :H], rz[..., H:]
     g = d_h_new + d_y
     d_an = g * (1 - z) * (1 - n * n)
     d_rz = jnp.concatenate([d_an * ghn, g * (h - n)], axis=-1) * rz * (1 - rz)
     d_gh = jnp.concatenate([d_rz, d_an * r], axis=-1)
-    d_h = g * z + base.matmul(d_gh, w_h_t, dtype)
+    d_h = g * z + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
     return recurrence.StepGrads(d_h, (jnp.concatenate([d_rz, d_an], axis=-1), d_gh))
 
-  def param_grads_after(params, xs, hs, res, d_pre):
+  def param_grads_after(params, xs, hs, res, d_pre, keep=None):
     d_gx, d_gh = d_pre
-    d_params = GRUParams(gates.weight_grad(xs, d_gx), gates.weight_grad(hs, d_gh),
+    d_params = GRUParams(gates.weight_grad(xs, d_gx),
+                         gates.weight_grad(gates.kept(hs, keep), d_gh),
                          *gates.bias_grads(params, gates.sum_rows(d_gx), gates.sum_rows(d_gh)))
     return d_params, base.matmul(d_gx, params.w_x.T, dtype)
 
-  def recur_before(params, h, gx):
+  def recur_before(params, h, gx, keep=None):
     w_rz, w_n = params.w_h[:, :2 * H], params.w_h[:, 2 * H:]
-    a_rz = jnp.concatenate(gx[:2], axis=-1) + base.matmul(h, w_rz, dtype)
+    h_in = gates.kept(h, keep)
+    a_rz = jnp.concatenate(gx[:2], axis=-1) + base.matmul(h_in, w_rz, dtype)
     a_n = gx[2]
     if params.b_h is not None:
       a_rz = a_rz + params.b_h[:2 * H]
       a_n = a_n + params.b_h[2 * H:]
     rz = gates_rz(a_rz)
     r, z = rz[..., :H], rz[..., H:]
-    n = jnp.tanh(a_n + base.matmul(r * h, w_n, dtype))
+    n = jnp.tanh(a_n + base.matmul(r * h_in, w_n, dtype))
     h_new = n + z * (h - n)
     return h_new, (rz, n)
 
   def transposed_before(params):
     return base.transposed(params.w_h[:, :2 * H]), base.transposed(params.w_h[:, 2 * H:])
 
-  def recur_bwd_before(params, w_h_t, h, h_new, res, d_h_new, d_y):
+  def recur_bwd_before(params, w_h_t, h, h_new, res, d_h_new, d_y, keep=None):
     rz, n = res
     r, z = rz[..., :H], rz[..., H:]
     w_rz_t, w_n_t = w_h_t
     g = d_h_new + d_y
     d_an = g * (1 - z) * (1 - n * n)
     d_rh = base.matmul(d_an, w_n_t, dtype)
-    d_rz = jnp.concatenate([d_rh * h, g * (h - n)], axis=-1) * rz * (1 - rz)
-    d_h = g * z + d_rh * r + base.matmul(d_rz, w_rz_t, dtype)
+    d_rz = jnp.concatenate([d_rh * gates.kept(h, keep), g * (h - n)], axis=-1) * rz * (1 - rz)
+    d_h = g * z + gates.kept(d_rh * r + base.matmul(d_rz, w_rz_t, dtype), keep)
     return recurrence.StepGrads(d_h, jnp.concatenate([d_rz, d_an], axis=-1))
 
-  def param_grads_before(params, xs, hs, res, d_pre):
+  def param_grads_before(params, xs, hs, res, d_pre, keep=None):
     rz = res[0]
+    hs = gates.kept(hs, keep)
     rh = rz[..., :H] * hs
     d_w_h = jnp.concatenate([gates.weight_grad(hs, d_pre[..., :2 * H]),
                              gates.weight_grad(rh, d_pre[..., 2 * H:])], axis=1)

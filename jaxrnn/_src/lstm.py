@@ -274,25 +274,28 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
   def project(params, xs, one_step=False):
     return gates.project(params, xs, dtype, fold_b_h=True, one_step=one_step)
 
-  def recur(params, state, gx):
-    a = jnp.concatenate(gx, axis=-1) + base.matmul(state.hidden, params.w_h, dtype)
+  def recur(params, state, gx, keep=None):
+    a = jnp.concatenate(gx, axis=-1) + base.matmul(gates.kept(state.hidden, keep), params.w_h,
+                                                   dtype)
     return gate_update(a, state.cell, H)
 
-  def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y):
+  def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y, keep=None):
     delta, d_c_prev = gate_update_bwd(t, state.cell, new_state.cell, d_state, d_y, H)
-    d_prev = LSTMState(base.matmul(delta, w_h_t, dtype), d_c_prev)
+    d_prev = LSTMState(gates.kept(base.matmul(delta, w_h_t, dtype), keep), d_c_prev)
     return recurrence.StepGrads(d_prev, delta)
 
-  def param_grads(params, xs, states, t, delta):
+  def param_grads(params, xs, states, t, delta, keep=None):
     d_b = gates.sum_rows(delta)
-    d_params = LSTMParams(gates.weight_grad(xs, delta), gates.weight_grad(states.hidden, delta),
+    d_params = LSTMParams(gates.weight_grad(xs, delta),
+                          gates.weight_grad(gates.kept(states.hidden, keep), delta),
                           *gates.bias_grads(params, d_b, d_b))
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
   kernel = recurrence.Kernel(
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,
       param_grads=param_grads, transposed_weights=gates.transposed_w_h,
-      grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden))
+      grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden),
+      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads, _output_grad))
   return recurrence.kernel_cell(
       kernel, init=init, initial_state=initial_state, input_size=gates.input_size_of,
       output_size=H, config=config, name="lstm")
@@ -393,8 +396,8 @@ def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
       a = _normalize(a)[0] * params.ln_x.scale + params.ln_x.offset
     return a if params.b_x is None else a + (params.b_x + params.b_h)
 
-  def recur(params, state, a_x):
-    a_h = base.matmul(state.hidden, params.w_h, dtype)
+  def recur(params, state, a_x, keep=None):
+    a_h = base.matmul(gates.kept(state.hidden, keep), params.w_h, dtype)
     z_h = rstd_h = z_c = rstd_c = None
     if layer_norm:
       z_h, rstd_h = _normalize(a_h)
@@ -421,7 +424,7 @@ def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
     w_proj_t = base.transposed(params.w_proj) if projected else None
     return gates.transposed_w_h(params), w_proj_t
 
-  def recur_bwd(params, w_t, state, new_state, res, d_state, d_y):
+  def recur_bwd(params, w_t, state, new_state, res, d_state, d_y, keep=None):
     w_h_t, w_proj_t = w_t
     i, f, g, o = _split(res.act, H)
     if layer_norm:
@@ -447,12 +450,12 @@ def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
     delta = jnp.concatenate([delta_i, delta_f, delta_g, delta_o], axis=-1)
     d_a_h = (_normalize_bwd(delta * params.ln_h.scale, res.z_h, res.rstd_h) if layer_norm
              else delta)
-    d_prev = LSTMState(base.matmul(d_a_h, w_h_t, dtype), d_c_prev)
+    d_prev = LSTMState(gates.kept(base.matmul(d_a_h, w_h_t, dtype), keep), d_c_prev)
     per_step = _PerStep(delta, delta_o * new_state.cell if peephole else None,
                         d_h if projected else None, d_a_h if layer_norm else None, d_ln_c)
     return recurrence.StepGrads(d_prev, per_step)
 
-  def param_grads(params, xs, states, res, per_step):
+  def param_grads(params, xs, states, res, per_step, keep=None):
     delta = per_step.delta
     d_b = gates.sum_rows(delta)
     d_a_x, d_a_h, z_x = delta, delta, None
@@ -460,7 +463,8 @@ def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
       z_x, rstd_x = _normalize(base.matmul(xs, params.w_x, dtype))
       d_a_x = _normalize_bwd(delta * params.ln_x.scale, z_x, rstd_x)
       d_a_h = per_step.d_a_h
-    d_params = LSTMParams(gates.weight_grad(xs, d_a_x), gates.weight_grad(states.hidden, d_a_h),
+    d_params = LSTMParams(gates.weight_grad(xs, d_a_x),
+                          gates.weight_grad(gates.kept(states.hidden, keep), d_a_h),
                           *gates.bias_grads(params, d_b, d_b))
     if layer_norm:
       d_params = d_params._replace(
@@ -480,5 +484,11 @@ def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
   return recurrence.Kernel(
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,
       param_grads=param_grads, transposed_weights=transposed_weights,
-      grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden))
+      grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden),
+      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads, _output_grad))
+
+
+def _output_grad(d_y, new_state):
+  """The gradient of the state from that of the output, ``h``."""
+  return LSTMState(d_y, jnp.zeros_like(new_state.cell))
 

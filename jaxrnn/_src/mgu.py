@@ -123,8 +123,8 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
     # Without the reset gate both of b_h's blocks only add, so they join b_x here.
     return gates.project(params, xs, dtype, fold_b_h=not reset_gate, one_step=one_step)
 
-  def recur(params, h, gx):
-    gh = base.matmul(h, params.w_h, dtype)
+  def recur(params, h, gx, keep=None):
+    gh = base.matmul(gates.kept(h, keep), params.w_h, dtype)
     if reset_gate and params.b_h is not None:
       gh = gh + params.b_h
     f = 0.5 * jnp.tanh(0.5 * (gx[0] + gh[..., :H])) + 0.5
@@ -133,7 +133,7 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
     h_new = n + f * (h - n)
     return h_new, (f, n, ghn) if reset_gate else (f, n)
 
-  def recur_bwd(params, w_h_t, h, h_new, res, d_h_new, d_y):
+  def recur_bwd(params, w_h_t, h, h_new, res, d_h_new, d_y, keep=None):
     f, n = res[:2]
     g = d_h_new + d_y
     d_an = g * (1 - f) * (1 - n * n)
@@ -143,14 +143,15 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
     d_af = d_f * f * (1 - f)
     d_gx = jnp.concatenate([d_af, d_an], axis=-1)
     d_gh = jnp.concatenate([d_af, d_an * f], axis=-1) if reset_gate else d_gx
-    d_h = g * f + base.matmul(d_gh, w_h_t, dtype)
+    d_h = g * f + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
     return recurrence.StepGrads(d_h, (d_gx, d_gh) if reset_gate else d_gx)
 
-  def param_grads(params, xs, hs, res, d_pre):
+  def param_grads(params, xs, hs, res, d_pre, keep=None):
     d_gx, d_gh = d_pre if reset_gate else (d_pre, d_pre)
     d_b_x = gates.sum_rows(d_gx)
     d_b_h = gates.sum_rows(d_gh) if reset_gate else d_b_x
-    d_params = MGUParams(gates.weight_grad(xs, d_gx), gates.weight_grad(hs, d_gh),
+    d_params = MGUParams(gates.weight_grad(xs, d_gx),
+                         gates.weight_grad(gates.kept(hs, keep), d_gh),
                          *gates.bias_grads(params, d_b_x, d_b_h))
     return d_params, base.matmul(d_gx, params.w_x.T, dtype)
 

@@ -107,6 +107,29 @@ class GradNormFn(Protocol):
     ...
 
 
+class MaskHooks(NamedTuple):
+  """What `jaxrnn.recurrent_dropout` and `jaxrnn.zoneout` need from a kernel.
+
+  ``recur``, ``recur_bwd`` and ``param_grads`` are the kernel's own, taking
+  one more argument, ``keep``: None, or a ``[B, O]`` multiplier of the
+  hidden state (the output, ``O`` its size) where it enters the recurrent
+  weights only, not where it is carried on (the GRU's ``z * h``, the LSTM's
+  cell); ``param_grads`` receives the states unmasked and masks them itself.
+
+  Attributes:
+    recur: ``recur(params, state, gx_t, keep) -> (new_state, res)``.
+    recur_bwd: ``recur_bwd(params, w_t, state, new_state, res, d_new_state, d_y,
+      keep) -> StepGrads``.
+    param_grads: ``param_grads(params, xs, states, res, d_pre, keep) -> (d_params, d_xs)``.
+    output_grad: ``output_grad(d_y, new_state) -> d_new_state``: the gradient
+      of the state from that of the output (the output is the hidden state).
+  """
+  recur: Callable[..., tuple[base.State, PyTree]]
+  recur_bwd: Callable[..., StepGrads]
+  param_grads: Callable[..., tuple[base.Params, Array]]
+  output_grad: Callable[[Array, base.State], base.State]
+
+
 class Kernel(NamedTuple):
   """A cell, split into the pieces that the time loop and its BPTT need.
 
@@ -124,6 +147,8 @@ class Kernel(NamedTuple):
       scan (`base.transposed`) rather than at every step.
     grad_norm: the per-step norm of the gradient reaching the step's output
       that `bptt` reports with ``return_hidden_grad_norms`` (`GradNormFn`).
+    mask_hooks: `MaskHooks` for the recurrent regularisers, or None (they
+      refuse the cell).
   """
   project: ProjectFn
   recur: RecurFn
@@ -132,6 +157,7 @@ class Kernel(NamedTuple):
   param_grads: Optional[ParamGradsFn]
   transposed_weights: Callable[[base.Params], PyTree]
   grad_norm: GradNormFn
+  mask_hooks: Optional[MaskHooks] = None
 
 
 def hidden_grad_norm(hidden: Callable[[base.State], Array]) -> GradNormFn:
@@ -158,10 +184,14 @@ class Steps(NamedTuple):
     xs: ``[T, B, F]`` inputs.
     mask: ``[T, B]`` bool, True on valid steps, or None.
     resets: ``[T, B]`` bool, True where ``h0`` is swapped in, or None.
+    noise: a pytree of ``[T, ...]`` arrays read step by step beside ``xs``
+      (a regulariser's masks), or None. With it, ``recur`` receives
+      ``(gx_t, noise_t)``.
   """
   xs: Array
   mask: Optional[Array]
   resets: Optional[Array]
+  noise: Optional[PyTree] = None
 
 
 class LoopOptions(NamedTuple):
@@ -237,9 +267,11 @@ def _scan_forward(kernel, opts, params, steps, h0, h_start, mode):
   gx = steps.xs if in_loop else kernel.project(params, steps.xs)
 
   def body(h, inp):
-    gx_t, m_t, r_t = inp
+    gx_t, m_t, r_t, noise_t = inp
     if in_loop:
       gx_t = kernel.project(params, gx_t, one_step=True)
+    if noise_t is not None:
+      gx_t = (gx_t, noise_t)
     h_in = h if r_t is None else sequences.batch_where(r_t, h0, h)
     h_new, res = kernel.recur(params, h_in, gx_t)
     if m_t is not None:
@@ -251,7 +283,7 @@ def _scan_forward(kernel, opts, params, steps, h0, h_start, mode):
       y = sequences.zero_padding(y, m_t)
     return h_new, y
 
-  h_end, out = lax.scan(body, h_start, (gx, steps.mask, steps.resets),
+  h_end, out = lax.scan(body, h_start, (gx, steps.mask, steps.resets, steps.noise),
                         unroll=opts.scan_unroll)
   if mode != _RESIDUALS:
     return h_end, out
@@ -329,18 +361,16 @@ def _unchunked(tree):
 
 def _pad_time(steps, chunk):
   """Pads time to a multiple of ``chunk`` with masked steps, which change nothing."""
-  xs, mask, resets = steps
+  xs, mask, resets, noise = steps
   T, B = xs.shape[:2]
   pad = (-T) % chunk
   if not pad:
     return steps
   if mask is None:
     mask = jnp.ones((T, B), bool)
-  xs = jnp.pad(xs, ((0, pad),) + ((0, 0),) * (xs.ndim - 1))
-  mask = jnp.pad(mask, ((0, pad), (0, 0)))
-  if resets is not None:
-    resets = jnp.pad(resets, ((0, pad), (0, 0)))
-  return Steps(xs, mask, resets)
+  pad_time = lambda a: jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+  return Steps(pad_time(xs), pad_time(mask), None if resets is None else pad_time(resets),
+               jax.tree.map(pad_time, noise))
 
 
 def _pad_ys(d_ys, T_padded):
@@ -433,7 +463,7 @@ def _bptt_time_loop(kernel, opts, with_norms):
   def bwd(residuals, cotangents):
     d_hT, d_ys = cotangents
     d_params, d_xs, d_h0, norms = backward(kernel, opts, residuals, d_hT, d_ys, with_norms)
-    d_steps = Steps(d_xs, None, None)
+    d_steps = Steps(d_xs, None, None, None)
     return d_params, d_steps, d_h0, norms
 
   loop.defvjp(fwd, bwd)
@@ -476,14 +506,16 @@ def loop_options(ctx: base.Context) -> LoopOptions:
 
 
 def run_time_loop(kernel: Kernel, params: base.Params, xs: Array, state: base.State,
-                  ctx: base.Context) -> tuple[base.State, Array]:
+                  ctx: base.Context, noise: Optional[PyTree] = None) -> tuple[base.State, Array]:
   """Runs ``kernel`` over time-major ``xs`` with the settings of ``ctx``.
 
   With ``ctx.backward == "bptt"`` and a kernel that has ``recur_bwd``, the
   loop's gradient is the explicit BPTT; otherwise JAX differentiates it.
+  ``noise`` (`Steps`) is read step by step beside ``xs`` and receives no
+  gradient.
   """
   opts = loop_options(ctx)
-  steps = Steps(xs, ctx.mask, ctx.resets)
+  steps = Steps(xs, ctx.mask, ctx.resets, jax.lax.stop_gradient(noise))
   if ctx.backward == "autodiff" or kernel.recur_bwd is None:
     return _autodiff_time_loop(kernel, opts, params, steps, state)
   with_norms = ctx.probe is not None
@@ -537,5 +569,6 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       explicit_backward=kernel.recur_bwd is not None,
       config=config,
       spatial_shape=tuple(spatial_shape),
+      kernel=kernel,
   )
   return model

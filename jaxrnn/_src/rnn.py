@@ -93,19 +93,20 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
   def project(params, xs, one_step=False):
     return gates.project(params, xs, dtype, fold_b_h=True, one_step=one_step)
 
-  def recur(params, h, gx):
-    a = gx[0] + base.matmul(h, params.w_h, dtype)
+  def recur(params, h, gx, keep=None):
+    a = gx[0] + base.matmul(gates.kept(h, keep), params.w_h, dtype)
     h_new = jax.nn.relu(a) if relu else jnp.tanh(a)
     return h_new, ()
 
-  def recur_bwd(params, w_h_t, h, h_new, res, d_h_new, d_y):
+  def recur_bwd(params, w_h_t, h, h_new, res, d_h_new, d_y, keep=None):
     g = d_h_new + d_y
     delta = g * (h_new > 0) if relu else g * (1 - h_new * h_new)
-    return recurrence.StepGrads(base.matmul(delta, w_h_t, dtype), delta)
+    return recurrence.StepGrads(gates.kept(base.matmul(delta, w_h_t, dtype), keep), delta)
 
-  def param_grads(params, xs, hs, res, delta):
+  def param_grads(params, xs, hs, res, delta, keep=None):
     d_b = gates.sum_rows(delta)
-    d_params = RNNParams(gates.weight_grad(xs, delta), gates.weight_grad(hs, delta),
+    d_params = RNNParams(gates.weight_grad(xs, delta),
+                         gates.weight_grad(gates.kept(hs, keep), delta),
                          *gates.bias_grads(params, d_b, d_b))
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 

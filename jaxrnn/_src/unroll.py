@@ -107,7 +107,9 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
       ``xs[t]``), padding stays at the end and is zero, and ``final_state`` is
       the state after reading ``xs[0]``.
     time_major: layout of ``xs``, ``ys`` and ``resets``.
-    rng: PRNG key for dropout in `stack`; None disables dropout.
+    rng: PRNG key for dropout in `stack` and for the masks of
+      `recurrent_dropout` and `zoneout` (training); None disables them
+      (evaluation: zoneout then uses its expectation).
     backward: ``"bptt"`` or ``"autodiff"``.
     remat_chunk: store the state only every ``remat_chunk`` steps and
       recompute the rest in the backward pass, trading time for memory.

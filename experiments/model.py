@@ -75,8 +75,27 @@ def make_cell(cell: str, hidden_size: int, **options: Any) -> jaxrnn.Model:
   return jaxrnn.CELLS[cell](hidden_size, **taken)
 
 
+class Unroll(NamedTuple):
+  """How the core runs over a sequence.
+
+  Attributes:
+    path: ``"sequential"`` (`jaxrnn.unroll`) or ``"parallel"`` (`jaxrnn.parallel_unroll`).
+    method: ``parallel_unroll``'s ``method``.
+    max_iters: its ``max_iters`` (None: T).
+    damping: its ``damping``.
+  """
+  path: str = "sequential"
+  method: str = "newton"
+  max_iters: Optional[int] = None
+  damping: float = 0.0
+
+
+SEQUENTIAL = Unroll()
+
+
 def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int,
-                   output_size: int, *, tokens: bool, embed_size: int = 32) -> SequenceModel:
+                   output_size: int, *, tokens: bool, embed_size: int = 32,
+                   unroll: Unroll = SEQUENTIAL) -> SequenceModel:
   """Builds the model.
 
   Args:
@@ -88,6 +107,9 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
     output_size: outputs per step.
     tokens: inputs are int tokens, embedded by a learned `[input_size, embed_size]` table.
     embed_size: size of the embedding.
+    unroll: sequential or parallel over time (`Unroll`); the parallel path
+      returns NaN outputs if its solve does not converge, so a run never goes
+      on silently from an unconverged solve.
 
   Returns:
     A `SequenceModel`.
@@ -108,7 +130,11 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
 
   def apply(params: ModelParams, inputs: jax.Array, rng=None) -> jax.Array:
     xs = _embedding(params)[inputs] if tokens else inputs
-    _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
+    if unroll.path == "parallel":
+      _, ys, _ = jaxrnn.parallel_unroll(core, params.core, xs, method=unroll.method,
+                                        max_iters=unroll.max_iters, damping=unroll.damping)
+    else:
+      _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
     return readout.apply(params.readout, ys)
 
   return SequenceModel(init=init, apply=apply, core=core, readout=readout)

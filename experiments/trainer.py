@@ -75,6 +75,10 @@ class Config:
   sample_length: int = 400
   progress: bool = True  # a tqdm bar when stdout is a terminal
   num_devices: Optional[int] = None  # None: every device of every process
+  unroll: str = "sequential"  # or "parallel": jaxrnn.parallel_unroll
+  parallel_method: str = "newton"
+  parallel_max_iters: Optional[int] = None  # None: T
+  parallel_damping: float = 0.0
 
 
 class Experiment(NamedTuple):
@@ -126,7 +130,9 @@ def build(config: Config) -> Experiment:
   try:
     model = model_lib.sequence_model(
         config.cell, config.hidden_size, config.num_layers, task.input_size,
-        task.output_size, tokens=task.tokens, embed_size=config.embed_size)
+        task.output_size, tokens=task.tokens, embed_size=config.embed_size,
+        unroll=model_lib.Unroll(config.unroll, config.parallel_method,
+                                config.parallel_max_iters, config.parallel_damping))
   except ValueError as e:
     raise ConfigError(str(e)) from e
 

@@ -56,6 +56,18 @@ class NormProbeFn(Protocol):
     ...
 
 
+class ParallelForwardFn(Protocol):
+  """``parallel_forward(params, xs, state, mask, opts) -> (final_state, ys, info)``.
+
+  What `parallel_unroll` calls on checked, time-major ``xs``; ``mask`` is
+  ``[T, B]`` or None and ``opts`` its solver settings.
+  """
+
+  def __call__(self, params: Params, xs: Array, state: State, mask: Optional[Array],
+               opts: Any, /) -> tuple[State, Array, Any]:
+    ...
+
+
 class Model(NamedTuple):
   """A recurrent model: a named tuple of pure functions.
 
@@ -89,6 +101,10 @@ class Model(NamedTuple):
     config: what the model is, as data: a cell's own config (`RNNConfig`,
       `LSTMConfig`, `GRUConfig`, `CustomCellConfig`) or the composite's config
       naming its parts. Converters dispatch on its type.
+    parallel_forward: the model's path for `parallel_unroll`
+      (`ParallelForwardFn`), or None where it has none (`bidirectional`). A
+      wrapper that changes ``step`` or ``forward`` with ``_replace`` must
+      reset it.
   """
   init: InitFn
   initial_state: InitialStateFn
@@ -99,6 +115,7 @@ class Model(NamedTuple):
   norm_probe: NormProbeFn
   explicit_backward: bool
   config: Any = None
+  parallel_forward: Optional[ParallelForwardFn] = None
 
 
 class StateGradClip(NamedTuple):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
+from jaxrnn._src import parallel_in_time
 from jaxrnn._src import unroll as unroll_lib
 
 PyTree = Any
@@ -157,13 +158,24 @@ def stack(layers, *, dropout=0.0):
   def norm_probe(T, B, dtype):
     return tuple(layer.norm_probe(T, B, dtype) for layer in layers)
 
+  def parallel_forward(params, xs, state, mask, opts):
+    """Layer by layer, each in parallel over time; no dropout, as `unroll` without ``rng``."""
+    finals, infos, h = [], [], xs
+    for layer, p, s in zip(layers, params.layers, state.layers):
+      final, h, info = layer.parallel_forward(p, h, s, mask, opts)
+      finals.append(final)
+      infos.append(info)
+    return StackState(tuple(finals)), h, parallel_in_time.stack_infos(infos)
+
+  parallel = all(layer.parallel_forward is not None for layer in layers)
   return base.Model(
       init=init, initial_state=initial_state, step=step,
       output_size=layers[-1].output_size,
       input_size=lambda params: layers[0].input_size(params.layers[0]),
       forward=forward, norm_probe=norm_probe,
       explicit_backward=all(layer.explicit_backward for layer in layers),
-      config=StackConfig(tuple(l.config for l in layers), dropout))
+      config=StackConfig(tuple(l.config for l in layers), dropout),
+      parallel_forward=parallel_forward if parallel else None)
 
 
 _MERGES = ("concat", "sum")
@@ -268,4 +280,7 @@ def learned_initial_state(model):
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
       norm_probe=model.norm_probe, explicit_backward=model.explicit_backward,
-      config=LearnedStateConfig(model.config))
+      config=LearnedStateConfig(model.config),
+      parallel_forward=None if model.parallel_forward is None else (
+          lambda params, xs, state, mask, opts: model.parallel_forward(
+              params.core, xs, state, mask, opts)))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrnn._src import base
+from jaxrnn._src import parallel_in_time
 from jaxrnn._src import sequences
 from jaxrnn._src import validation
 
@@ -107,6 +108,30 @@ class GradNormFn(Protocol):
     ...
 
 
+class RecurJacFn(Protocol):
+  """``recur_jac(params, state, new_state, res, diagonal) -> J``: the step's Jacobian.
+
+  ``J[n, i, j] = d s'_i / d s_j`` over the state flattened to one vector per
+  row (leaves in `jax.tree` order, e.g. ``[h, c]``), ``[N, D, D]``; with
+  ``diagonal`` only its diagonal, ``[N, D]``. Used by `parallel_unroll`.
+  """
+
+  def __call__(self, params: base.Params, state: base.State, new_state: base.State,
+               res: PyTree, diagonal: bool, /) -> Array:
+    ...
+
+
+class LogLinearFn(Protocol):
+  """``log_linear(params, gx) -> (log_a, log_b)`` of a step ``s' = a * s + b`` with ``a, b > 0``.
+
+  For cells linear in their state, which `parallel_unroll` solves in one
+  pass in log space.
+  """
+
+  def __call__(self, params: base.Params, gx: PyTree, /) -> tuple[Array, Array]:
+    ...
+
+
 class Kernel(NamedTuple):
   """A cell, split into the pieces that the time loop and its BPTT need.
 
@@ -124,6 +149,12 @@ class Kernel(NamedTuple):
       scan (`base.transposed`) rather than at every step.
     grad_norm: the per-step norm of the gradient reaching the step's output
       that `bptt` reports with ``return_hidden_grad_norms`` (`GradNormFn`).
+    recur_jac: the hand-derived Jacobian of ``recur`` in the state
+      (`RecurJacFn`), or None: `parallel_unroll` then builds it from
+      ``recur_bwd`` (one basis vector per row) or, without that, with
+      `jax.jacfwd`.
+    log_linear: for a step linear in the state, its coefficients in log
+      space (`LogLinearFn`), or None.
   """
   project: ProjectFn
   recur: RecurFn
@@ -132,6 +163,8 @@ class Kernel(NamedTuple):
   param_grads: Optional[ParamGradsFn]
   transposed_weights: Callable[[base.Params], PyTree]
   grad_norm: GradNormFn
+  recur_jac: Optional[RecurJacFn] = None
+  log_linear: Optional[LogLinearFn] = None
 
 
 def hidden_grad_norm(hidden: Callable[[base.State], Array]) -> GradNormFn:
@@ -520,4 +553,5 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       norm_probe=_probe_zeros,
       explicit_backward=kernel.recur_bwd is not None,
       config=config,
+      parallel_forward=parallel_in_time.KernelForward(kernel),
   )

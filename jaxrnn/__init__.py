@@ -50,9 +50,8 @@ from jaxrnn._src.mgu import MGUConfig
 from jaxrnn._src.mgu import MGUParams
 from jaxrnn._src.mgu import mgu
 from jaxrnn._src.min_rnn import MinGRUConfig
-from jaxrnn._src.min_rnn import MinGRUParams
 from jaxrnn._src.min_rnn import MinLSTMConfig
-from jaxrnn._src.min_rnn import MinLSTMParams
+from jaxrnn._src.min_rnn import MinRNNParams
 from jaxrnn._src.min_rnn import min_gru
 from jaxrnn._src.min_rnn import min_lstm
 from jaxrnn._src.parallel_in_time import ParallelInfo
@@ -95,9 +94,8 @@ __all__ = (
     "MGUConfig",
     "MGUParams",
     "MinGRUConfig",
-    "MinGRUParams",
     "MinLSTMConfig",
-    "MinLSTMParams",
+    "MinRNNParams",
     "Model",
     "ParallelInfo",
     "Params",

@@ -28,23 +28,12 @@ from jaxrnn._src import recurrence
 Array = jax.Array
 
 
-class MinGRUParams(NamedTuple):
-  """Parameters of `min_gru`; blocks in the order ``z, h~``.
+class MinRNNParams(NamedTuple):
+  """Parameters of `min_gru` (blocks ``z, h~``, G = 2) and `min_lstm` (``f, i, h~``, G = 3).
 
   Attributes:
-    w_x: ``[input_size, 2H]`` input weights.
-    b_x: ``[2H]`` bias, or None.
-  """
-  w_x: Array
-  b_x: Optional[Array]
-
-
-class MinLSTMParams(NamedTuple):
-  """Parameters of `min_lstm`; blocks in the order ``f, i, h~``.
-
-  Attributes:
-    w_x: ``[input_size, 3H]`` input weights.
-    b_x: ``[3H]`` bias, or None.
+    w_x: ``[input_size, G*H]`` input weights.
+    b_x: ``[G*H]`` bias, or None.
   """
   w_x: Array
   b_x: Optional[Array]
@@ -180,7 +169,7 @@ def min_gru(hidden_size, *, log_space=True, bias=True, dtype=None):
     dtype: compute dtype of the matmul; parameters and state stay float32.
 
   Returns:
-    A `Model` with `MinGRUParams` parameters and an array state ``[B, H]``.
+    A `Model` with `MinRNNParams` parameters and an array state ``[B, H]``.
 
   References:
     Feng, Tung, Ahmed, Bengio and Hajimirsadeghi, *Were RNNs all we needed?*,
@@ -207,7 +196,7 @@ def min_gru(hidden_size, *, log_space=True, bias=True, dtype=None):
     a_z, a_h = gx
     return -jax.nn.softplus(a_z), -jax.nn.softplus(-a_z) + _log_candidate(a_h)
 
-  return _cell(H, 2, MinGRUParams, MinGRUConfig(H, bool(log_space), bias, dtype), "min_gru",
+  return _cell(H, 2, MinRNNParams, MinGRUConfig(H, bool(log_space), bias, dtype), "min_gru",
                dtype, bias, recur, recur_bwd, log_linear if log_space else None)
 
 
@@ -247,7 +236,7 @@ def min_lstm(hidden_size, *, log_space=True, bias=True, dtype=None):
     dtype: compute dtype of the matmul; parameters and state stay float32.
 
   Returns:
-    A `Model` with `MinLSTMParams` parameters and an array state ``[B, H]``.
+    A `Model` with `MinRNNParams` parameters and an array state ``[B, H]``.
 
   References:
     Feng, Tung, Ahmed, Bengio and Hajimirsadeghi, *Were RNNs all we needed?*,
@@ -280,5 +269,5 @@ def min_lstm(hidden_size, *, log_space=True, bias=True, dtype=None):
     u = mix(a_f, a_i)
     return -jax.nn.softplus(u), -jax.nn.softplus(-u) + _log_candidate(a_h)
 
-  return _cell(H, 3, MinLSTMParams, MinLSTMConfig(H, bool(log_space), bias, dtype), "min_lstm",
+  return _cell(H, 3, MinRNNParams, MinLSTMConfig(H, bool(log_space), bias, dtype), "min_lstm",
                dtype, bias, recur, recur_bwd, log_linear if log_space else None)

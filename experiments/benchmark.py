@@ -9,6 +9,10 @@ with a large float32 matmul timed in the same round-robin. Compile times (jit lo
 compile) are reported apart, with jaxrnn's at T and 4T to show that the
 compile does not grow with the sequence (no Python unrolling).
 
+`--mode=parallel` times sequential `unroll` against each method of
+`jaxrnn.parallel_unroll` over a grid of T and H (`experiments.benchmark_parallel`;
+opt-in, not part of `--mode=all`), and prints a Markdown table.
+
 `--mode=memory` compares the peak memory and time of jaxrnn's gradient with and
 without `remat_chunk` on one long sequence. Memory is read from the compiled
 executable's `memory_analysis()`: argument + output + temp - alias bytes. XLA
@@ -19,6 +23,7 @@ Usage:
   python -m experiments.benchmark --out_dir=/tmp/bench
   python -m experiments.benchmark --mode=memory --memory_shape=lstm:16:2048:64:256
   python -m experiments.benchmark --shapes=lstm:8:20:16:32 --peers=jaxrnn,torch --repeats=3
+  python -m experiments.benchmark --mode=parallel --parallel_cells=gru --parallel_times=64,1024
 """
 
 import os
@@ -33,6 +38,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+import jaxrnn
+from experiments import benchmark_parallel
 from experiments import benchmark_peers as peers
 from experiments import benchmark_report as report
 
@@ -42,6 +49,8 @@ DEFAULT_SHAPES = ("lstm:32:100:64:256,lstm:64:50:128:512,lstm:16:200:32:128,"
 # DeepBench's inference/training RNN shapes (input size = hidden size), for GPUs.
 DEEPBENCH_SHAPES = "lstm:128:25:1024:1024,gru:32:1500:1024:1024,lstm:4:150:256:256"
 MODES = ("train", "forward", "memory")
+PARALLEL = "parallel"  # opt-in: not part of --mode=all
+_PAR = benchmark_parallel.ParallelConfig()
 _PEAK = ("peak", "matmul")
 
 _SHAPES = flags.DEFINE_string("shapes", DEFAULT_SHAPES,
@@ -51,7 +60,7 @@ _SHAPES = flags.DEFINE_string("shapes", DEFAULT_SHAPES,
 _DEEPBENCH = flags.DEFINE_bool(
     "deepbench", True, "Also run the DeepBench shapes when the backend is a GPU.")
 _MODE = flags.DEFINE_list("mode", ["train", "forward"],
-                          f"Any of {MODES}, or 'all'.")
+                          f"Any of {MODES + (PARALLEL,)}, or 'all' (= {MODES}).")
 _PEERS = flags.DEFINE_list("peers", list(peers.PEERS), "Peers to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 11, "Timed runs per peer; rows show the median.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs per peer before timing.")
@@ -67,6 +76,23 @@ _REMAT_CHUNKS = flags.DEFINE_list("remat_chunks", ["64", "512"],
                                   "remat_chunk values that --mode=memory compares.")
 _MEMORY_REPEATS = flags.DEFINE_integer(
     "memory_repeats", 3, "Timed runs per row in --mode=memory (long sequences).")
+_PARALLEL_CELLS = flags.DEFINE_list("parallel_cells", list(_PAR.cells),
+                                    "Cells of --mode=parallel (names in jaxrnn.CELLS).")
+_PARALLEL_TIMES = flags.DEFINE_list("parallel_times", [str(t) for t in _PAR.times],
+                                    "Sequence lengths T of --mode=parallel.")
+_PARALLEL_HIDDENS = flags.DEFINE_list("parallel_hiddens", [str(h) for h in _PAR.hiddens],
+                                      "Hidden sizes H (= input sizes) of --mode=parallel.")
+_PARALLEL_BATCH = flags.DEFINE_integer("parallel_batch", _PAR.batch,
+                                       "Batch size B of --mode=parallel.", lower_bound=1)
+_PARALLEL_PATHS = flags.DEFINE_list(
+    "parallel_paths", list(_PAR.paths),
+    f"Paths of --mode=parallel, any of {list(benchmark_parallel.PATHS)}.")
+_PARALLEL_REPEATS = flags.DEFINE_integer("parallel_repeats", _PAR.repeats,
+                                         "Timed runs per row of --mode=parallel.", lower_bound=1)
+_PARALLEL_MAX_ITERS = flags.DEFINE_integer(
+    "parallel_max_iters", None, "max_iters of parallel_unroll (default: T).", lower_bound=1)
+_PARALLEL_MAX_GB = flags.DEFINE_float(
+    "parallel_max_gb", _PAR.max_gb, "Skip parallel rows whose Jacobians take more GB.")
 
 # Inside `Config` its field `peers` hides the module of that name.
 _Shape = peers.Shape
@@ -85,6 +111,7 @@ class Config(NamedTuple):
   memory_shape: _Shape = _Shape("lstm", 16, 8192, 64, 256)
   remat_chunks: Sequence[int] = (64, 512)
   memory_repeats: int = 3
+  parallel: benchmark_parallel.ParallelConfig = _PAR
 
 
 def time_interleaved(steps: dict[Any, peers.Step], repeats: int,
@@ -280,7 +307,7 @@ def run(config: Config) -> dict[str, Any]:
       "environment": env,
       "peak_matmul_size": peak_size,
       "rows": [], "compile_scaling": [], "bf16_gradient_error": [], "memory": [],
-      "skipped": [],
+      "parallel": [], "skipped": [],
   }
   if any(m in peers.MODES for m in config.modes):
     for shape in config.shapes:
@@ -295,6 +322,10 @@ def run(config: Config) -> dict[str, Any]:
       report.save(results, config.out_dir)  # Partial results survive a timeout.
   if "memory" in config.modes:
     results["memory"] = benchmark_memory(config, results["skipped"])
+  if PARALLEL in config.modes:
+    benchmark_parallel.benchmark(  # saved after every row: a timeout keeps what ran
+        config.parallel, results["skipped"], results["parallel"],
+        on_row=lambda: report.save(results, config.out_dir))
   report.save(results, config.out_dir, plot_png=True)
   return results
 
@@ -303,8 +334,17 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   modes = list(MODES) if "all" in _MODE.value else _MODE.value
-  if set(modes) - set(MODES):
-    raise app.UsageError(f"--mode takes {MODES} or 'all', not {_MODE.value}.")
+  if set(modes) - set(MODES + (PARALLEL,)):
+    raise app.UsageError(f"--mode takes {MODES + (PARALLEL,)} or 'all', not {_MODE.value}.")
+  unknown = set(_PARALLEL_PATHS.value) - set(benchmark_parallel.PATHS)
+  if unknown or set(_PARALLEL_CELLS.value) - set(jaxrnn.CELLS):
+    raise app.UsageError(f"--parallel_paths takes {list(benchmark_parallel.PATHS)} and"
+                         f" --parallel_cells {list(jaxrnn.CELLS)}.")
+  parallel = benchmark_parallel.ParallelConfig(
+      cells=_PARALLEL_CELLS.value, times=[int(t) for t in _PARALLEL_TIMES.value],
+      hiddens=[int(h) for h in _PARALLEL_HIDDENS.value], batch=_PARALLEL_BATCH.value,
+      paths=_PARALLEL_PATHS.value, repeats=_PARALLEL_REPEATS.value,
+      max_iters=_PARALLEL_MAX_ITERS.value, max_gb=_PARALLEL_MAX_GB.value)
   shapes = peers.parse_shapes(_SHAPES.value)
   if _DEEPBENCH.value and jax.default_backend() == "gpu":
     shapes += peers.parse_shapes(DEEPBENCH_SHAPES)
@@ -314,9 +354,12 @@ def main(argv: Sequence[str]) -> None:
       compile_scaling=_COMPILE_SCALING.value,
       memory_shape=peers.parse_shapes(_MEMORY_SHAPE.value)[0],
       remat_chunks=[int(k) for k in _REMAT_CHUNKS.value],
-      memory_repeats=_MEMORY_REPEATS.value)
+      memory_repeats=_MEMORY_REPEATS.value, parallel=parallel)
   results = run(config)
   print(report.format_table(results))
+  if PARALLEL in modes:
+    print("\nsequential unroll vs parallel_unroll (float32; depth: sequential steps)\n"
+          + benchmark_parallel.format_table(results["parallel"], results["skipped"]))
 
 
 if __name__ == "__main__":

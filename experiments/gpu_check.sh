@@ -309,7 +309,7 @@ phase_benchmark() {
   # Of this phase's limit: 12 s for start-up and nvidia-smi, 45 s for the memory run.
   local memory_s=45 limit="${PHASE_LIMIT_S:-200}"
   BENCH_TIMEOUT_S=$(( limit - memory_s - 12 )) MEMORY_TIMEOUT_S="${memory_s}" \
-  MEMORY_FLAGS="${memory_flags}" \
+  MEMORY_FLAGS="${memory_flags}" PARALLEL_TIMEOUT_S="${PARALLEL_TIMEOUT_S:-0}" \
     bash experiments/gpu_benchmark.sh "${out}/bench" --shapes="${shapes}" "${flags[@]}"
 }
 

@@ -134,9 +134,28 @@ def make_cell(cell: str, hidden_size: int, *, recurrent_dropout: float = 0.0,
   return model
 
 
+class Unroll(NamedTuple):
+  """How the core runs over a sequence.
+
+  Attributes:
+    path: ``"sequential"`` (`jaxrnn.unroll`) or ``"parallel"`` (`jaxrnn.parallel_unroll`).
+    method: ``parallel_unroll``'s ``method``.
+    max_iters: its ``max_iters`` (None: T).
+    damping: its ``damping``.
+  """
+  path: str = "sequential"
+  method: str = "newton"
+  max_iters: Optional[int] = None
+  damping: float = 0.0
+
+
+SEQUENTIAL = Unroll()
+
+
 def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int,
                    output_size: int, *, tokens: bool, embed_size: int = 32,
-                   conv_kernel_size: int = 3, **cell_options: Any) -> SequenceModel:
+                   conv_kernel_size: int = 3, unroll: Unroll = SEQUENTIAL,
+                   **cell_options: Any) -> SequenceModel:
   """Builds the model.
 
   Args:
@@ -150,6 +169,9 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
     tokens: inputs are int tokens, embedded by a learned `[input_size, embed_size]` table.
     embed_size: size of the embedding.
     conv_kernel_size: the kernel size of ``conv_lstm``.
+    unroll: sequential or parallel over time (`Unroll`); the parallel path
+      returns NaN outputs if its solve does not converge, so a run never goes
+      on silently from an unconverged solve.
     **cell_options: options of `make_cell` (e.g. ``peephole=True``,
       ``zoneout=0.1``), for every layer; ``conv_lstm`` takes none.
 
@@ -177,7 +199,11 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
 
   def apply(params: ModelParams, inputs: jax.Array, rng=None) -> jax.Array:
     xs = _embedding(params)[inputs] if tokens else inputs
-    _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
+    if unroll.path == "parallel":
+      _, ys, _ = jaxrnn.parallel_unroll(core, params.core, xs, method=unroll.method,
+                                        max_iters=unroll.max_iters, damping=unroll.damping)
+    else:
+      _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
     return readout.apply(params.readout, ys)
 
   return SequenceModel(init=init, apply=apply, core=core, readout=readout)

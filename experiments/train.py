@@ -2,6 +2,7 @@
 
     python -m experiments.train                      # LSTM char-LM on Python's help text
     python -m experiments.train --task=adding --cell=gru --seq_len=100 --steps=4000
+    python -m experiments.train --task=adding --cell=gru --unroll=parallel --parallel_method=newton
 
 Re-running with the same --workdir resumes from its latest checkpoint.
 SIGTERM (a preemption notice from Slurm, Kubernetes or Cloud TPU) makes every
@@ -110,6 +111,18 @@ COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 in a multi-process run.")
 NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "Processes in a multi-process run.", lower_bound=1)
+UNROLL = flags.DEFINE_enum(
+    "unroll", _DEFAULTS.unroll, ["sequential", "parallel"],
+    "sequential: jaxrnn.unroll (lax.scan); parallel: jaxrnn.parallel_unroll (Newton over time).")
+PARALLEL_METHOD = flags.DEFINE_enum("parallel_method", _DEFAULTS.parallel_method,
+                                    ["newton", "quasi_newton"],
+                                    "Method of --unroll=parallel.")
+PARALLEL_MAX_ITERS = flags.DEFINE_integer(
+    "parallel_max_iters", None, "Newton steps at most with --unroll=parallel (default: T);"
+    " an unconverged solve gives a NaN loss.", lower_bound=1)
+PARALLEL_DAMPING = flags.DEFINE_float("parallel_damping", _DEFAULTS.parallel_damping,
+                                      "ELK damping of --unroll=parallel; 0: plain Newton.",
+                                      lower_bound=0.0)
 PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "Rank of this process in a multi-process run, from 0.", lower_bound=0)
 SHARED_WORKDIR_TIMEOUT = flags.DEFINE_float(
@@ -153,7 +166,9 @@ def config_from_flags() -> trainer.Config:
       checkpoint_every=CHECKPOINT_EVERY.value, eval_every=EVAL_EVERY.value,
       log_every=LOG_EVERY.value, data_path=DATA_PATH.value, eval_size=EVAL_SIZE.value,
       sample_length=SAMPLE_LENGTH.value, num_devices=NUM_DEVICES.value,
-      shared_workdir_timeout=SHARED_WORKDIR_TIMEOUT.value)
+      shared_workdir_timeout=SHARED_WORKDIR_TIMEOUT.value,
+      unroll=UNROLL.value, parallel_method=PARALLEL_METHOD.value,
+      parallel_max_iters=PARALLEL_MAX_ITERS.value, parallel_damping=PARALLEL_DAMPING.value)
 
 
 def main(argv):

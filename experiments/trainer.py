@@ -100,6 +100,10 @@ class Config:
   progress: bool = True  # a tqdm bar when stdout is a terminal
   num_devices: Optional[int] = None  # None: every device of every process
   shared_workdir_timeout: float = 60.0  # seconds for every process to see process 0's file
+  unroll: str = "sequential"  # or "parallel": jaxrnn.parallel_unroll
+  parallel_method: str = "newton"
+  parallel_max_iters: Optional[int] = None  # None: T
+  parallel_damping: float = 0.0
 
 
 class Experiment(NamedTuple):
@@ -158,7 +162,10 @@ def build(config: Config) -> Experiment:
     model = model_lib.sequence_model(
         config.cell, config.hidden_size, config.num_layers, task.input_size,
         task.output_size, tokens=task.tokens, embed_size=config.embed_size,
-        conv_kernel_size=config.conv_kernel_size, **cell_options(config))
+        conv_kernel_size=config.conv_kernel_size,
+        unroll=model_lib.Unroll(config.unroll, config.parallel_method,
+                                config.parallel_max_iters, config.parallel_damping),
+        **cell_options(config))
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -199,6 +206,10 @@ def cell_options(config: Config) -> dict:
       raise ConfigError(f"--{name}={options[name]}: expected a probability in [0, 1).")
   if "recurrent_dropout" in options and ({"zoneout", "zoneout_cell"} & set(options)):
     raise ConfigError("--recurrent_dropout and --zoneout do not combine; use one of them.")
+  regularisers = sorted({"recurrent_dropout", "zoneout", "zoneout_cell"} & set(options))
+  if config.unroll == "parallel" and regularisers:
+    raise ConfigError(f"--{regularisers[0]} draws its masks in the sequential loop;"
+                      " --unroll=parallel has none.")
   return options
 
 

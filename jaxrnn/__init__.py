@@ -58,6 +58,13 @@ from jaxrnn._src.lstm import lstm
 from jaxrnn._src.mgu import MGUConfig
 from jaxrnn._src.mgu import MGUParams
 from jaxrnn._src.mgu import mgu
+from jaxrnn._src.min_rnn import MinGRUConfig
+from jaxrnn._src.min_rnn import MinLSTMConfig
+from jaxrnn._src.min_rnn import MinRNNParams
+from jaxrnn._src.min_rnn import min_gru
+from jaxrnn._src.min_rnn import min_lstm
+from jaxrnn._src.parallel_in_time import ParallelInfo
+from jaxrnn._src.parallel_in_time import parallel_unroll
 from jaxrnn._src.readout import DenseParams
 from jaxrnn._src.readout import Readout
 from jaxrnn._src.readout import dense
@@ -113,7 +120,11 @@ __all__ = (
     "LearnedStateParams",
     "MGUConfig",
     "MGUParams",
+    "MinGRUConfig",
+    "MinLSTMConfig",
+    "MinRNNParams",
     "Model",
+    "ParallelInfo",
     "Params",
     "PyTree",
     "RNNConfig",
@@ -140,7 +151,10 @@ __all__ = (
     "learned_initial_state",
     "lstm",
     "mgu",
+    "min_gru",
+    "min_lstm",
     "parallel",
+    "parallel_unroll",
     "recurrent_dropout",
     "rnn",
     "sequence_cross_entropy",

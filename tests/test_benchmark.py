@@ -10,6 +10,7 @@ from absl.testing import parameterized
 import jaxrnn
 
 from experiments import benchmark
+from experiments import benchmark_parallel
 from experiments import benchmark_peers as peers
 from experiments import benchmark_report as report
 
@@ -189,6 +190,44 @@ class BenchmarkRunTest(absltest.TestCase):
                               out_dir=self.create_tempdir().full_path)
     with self.assertRaisesRegex(ValueError, "Unknown peers"):
       benchmark.run(config)
+
+
+class ParallelModeTest(absltest.TestCase):
+
+  def test_rows_skips_and_table(self):
+    # newton's Jacobians (3.8e-7 GB here) pass max_gb, quasi_newton's (1.9e-7) do not.
+    parallel = benchmark_parallel.ParallelConfig(
+        cells=("gru",), times=(4,), hiddens=(2,), batch=2,
+        paths=("sequential", "newton", "quasi_elk"), repeats=1, max_gb=3e-7)
+    config = benchmark.Config(shapes=[], modes=["parallel"], peers=["jaxrnn"],
+                              out_dir=self.create_tempdir().full_path, parallel=parallel)
+    results = benchmark.run(config)
+    self.assertEqual({(r["path"], r["mode"]) for r in results["parallel"]},
+                     {(p, m) for p in ("sequential", "quasi_elk") for m in ("forward", "train")})
+    for row in results["parallel"]:
+      if row["path"] == "sequential":
+        self.assertEqual((row["iterations"], row["depth"]), (None, 4))
+      else:
+        self.assertTrue(row["converged"])
+        self.assertEqual(row["depth"], benchmark_parallel.depth(4, row["iterations"]))
+    self.assertEqual([s["peer"] for s in results["skipped"]], ["newton"])
+    self.assertIn("GB > max_gb", results["skipped"][0]["reason"])
+    table = benchmark_parallel.format_table(results["parallel"], results["skipped"])
+    self.assertIn("| gru | 4 | 2 | quasi_elk | train |", table)
+    with open(os.path.join(config.out_dir, report.JSON_NAME)) as f:
+      self.assertLen(json.load(f)["parallel"], 4)
+
+  def test_main_reads_the_parallel_flags(self):
+    out_dir = self.create_tempdir().full_path
+    with flagsaver.flagsaver(mode=["parallel"], parallel_cells=["min_gru"], parallel_times=["3"],
+                             parallel_hiddens=["2"], parallel_paths=["newton"],
+                             parallel_repeats=1, parallel_batch=1, out_dir=out_dir):
+      benchmark.main(["benchmark"])
+    with open(os.path.join(out_dir, report.JSON_NAME)) as f:
+      rows = json.load(f)["parallel"]
+    self.assertEqual({(r["cell"], r["T"], r["H"], r["B"], r["path"]) for r in rows},
+                     {("min_gru", 3, 2, 1, "newton")})
+    self.assertEqual({r["iterations"] for r in rows}, {1})
 
 
 def setUpModule():

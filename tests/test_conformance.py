@@ -103,6 +103,8 @@ _OPTION_CELLS = (
     ("lstm_peephole", lambda: jaxrnn.lstm(3, peephole=True)),
     ("lstm_proj", lambda: jaxrnn.lstm(4, proj_size=2)),
     ("lstm_layer_norm", lambda: jaxrnn.lstm(3, layer_norm=True)),
+    ("min_gru", lambda: jaxrnn.min_gru(3)),
+    ("min_lstm", lambda: jaxrnn.min_lstm(3)),
 )
 
 

@@ -65,6 +65,11 @@ OPTIONS = (
     ("lstm_peephole_proj_dtype_float64",
      lambda: jaxrnn.lstm(H, peephole=True, proj_size=2, dtype=jnp.float64)),
     ("lstm_layer_norm", lambda: jaxrnn.lstm(H, layer_norm=True)),
+    ("min_gru", lambda: jaxrnn.min_gru(H)),
+    ("min_gru_linear_no_bias", lambda: jaxrnn.min_gru(H, log_space=False, bias=False)),
+    ("min_lstm", lambda: jaxrnn.min_lstm(H)),
+    ("min_lstm_linear_dtype_float64", lambda: jaxrnn.min_lstm(H, log_space=False,
+                                                              dtype=jnp.float64)),
     ("lstm_layer_norm_no_bias_dtype_float64",
      lambda: jaxrnn.lstm(H, layer_norm=True, bias=False, forget_bias=0.0, dtype=jnp.float64)),
 )

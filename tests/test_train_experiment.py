@@ -232,6 +232,33 @@ class CellsTest(absltest.TestCase):
         self.assertEqual(summary["cell"], name)
         self.assertTrue(np.isfinite(summary["test_loss"]), name)
 
+  def test_parallel_unroll_trains_like_the_sequential_path(self):
+    runs = {}
+    for unroll in ("sequential", "parallel"):
+      config = trainer.dataclasses.replace(
+          TINY, steps=20, unroll=unroll, parallel_method="newton", num_devices=1,
+          workdir=self.create_tempdir(unroll).full_path)
+      runs[unroll] = trainer.train(config)
+    self.assertTrue(np.isfinite(runs["parallel"]["test_loss"]))
+    # The same model and data: only float32 rounding separates the two paths.
+    np.testing.assert_allclose(runs["parallel"]["test_loss"], runs["sequential"]["test_loss"],
+                               rtol=1e-4)
+
+  def test_parallel_flags(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      run = _launch("--task=adding", "--cell=min_lstm", "--hidden_size=2", "--seq_len=3",
+                    "--batch_size=2", "--num_devices=1", "--steps=2", "--eval_size=2",
+                    "--checkpoint_every=2", "--eval_every=2", "--log_every=1",
+                    "--unroll=parallel", "--parallel_method=quasi_newton",
+                    "--parallel_max_iters=3", "--parallel_damping=0.001", f"--workdir={tmp}/run")
+      _, err = run.communicate(timeout=300)
+      self.assertEqual(run.returncode, 0, err)
+      with open(os.path.join(tmp, "run", "config.json")) as f:
+        saved = json.load(f)
+      self.assertContainsSubset({"unroll": "parallel", "parallel_method": "quasi_newton",
+                                 "parallel_max_iters": 3, "parallel_damping": 0.001}.items(),
+                                saved.items())
+
   def test_unknown_cell_in_the_config_is_a_config_error(self):
     config = trainer.dataclasses.replace(TINY, cell="transformer")
     with self.assertRaisesRegex(trainer.ConfigError, "'transformer': expected one of jaxrnn.CELLS"):

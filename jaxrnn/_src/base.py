@@ -56,6 +56,18 @@ class NormProbeFn(Protocol):
     ...
 
 
+class ParallelForwardFn(Protocol):
+  """``parallel_forward(params, xs, state, mask, opts) -> (final_state, ys, info)``.
+
+  What `parallel_unroll` calls on checked, time-major ``xs``; ``mask`` is
+  ``[T, B]`` or None and ``opts`` its solver settings.
+  """
+
+  def __call__(self, params: Params, xs: Array, state: State, mask: Optional[Array],
+               opts: Any, /) -> tuple[State, Array, Any]:
+    ...
+
+
 class Model(NamedTuple):
   """A recurrent model: a named tuple of pure functions.
 
@@ -95,6 +107,10 @@ class Model(NamedTuple):
       models over feature vectors ``[T, B, F]``.
     kernel: the `jaxrnn.kernel.Kernel` of a cell built with `kernel_cell`,
       which `recurrent_dropout` and `zoneout` wrap; None for other models.
+    parallel_forward: the model's path for `parallel_unroll`
+      (`ParallelForwardFn`), or None where it has none (`bidirectional`). A
+      wrapper that changes ``step`` or ``forward`` with ``_replace`` must
+      reset it.
   """
   init: InitFn
   initial_state: InitialStateFn
@@ -107,6 +123,7 @@ class Model(NamedTuple):
   config: Any = None
   spatial_shape: tuple[int, ...] = ()
   kernel: Any = None
+  parallel_forward: Optional[ParallelForwardFn] = None
 
 
 class StateGradClip(NamedTuple):

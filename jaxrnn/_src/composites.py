@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
+from jaxrnn._src import parallel_in_time
 from jaxrnn._src import unroll as unroll_lib
 from jaxrnn._src import validation
 
@@ -170,6 +171,16 @@ def stack(layers, *, dropout=0.0):
   def norm_probe(T, B, dtype):
     return tuple(layer.norm_probe(T, B, dtype) for layer in layers)
 
+  def parallel_forward(params, xs, state, mask, opts):
+    """Layer by layer, each in parallel over time; no dropout, as `unroll` without ``rng``."""
+    finals, infos, h = [], [], xs
+    for layer, p, s in zip(layers, params.layers, state.layers):
+      final, h, info = layer.parallel_forward(p, h, s, mask, opts)
+      finals.append(final)
+      infos.append(info)
+    return StackState(tuple(finals)), h, parallel_in_time.stack_infos(infos)
+
+  parallel = all(layer.parallel_forward is not None for layer in layers)
   model = base.Model(
       init=init, initial_state=initial_state, step=step,
       output_size=layers[-1].output_size,
@@ -177,7 +188,8 @@ def stack(layers, *, dropout=0.0):
       forward=forward, norm_probe=norm_probe,
       explicit_backward=all(layer.explicit_backward for layer in layers),
       config=StackConfig(tuple(l.config for l in layers), dropout),
-      spatial_shape=layers[0].spatial_shape)
+      spatial_shape=layers[0].spatial_shape,
+      parallel_forward=parallel_forward if parallel else None)
   return model
 
 
@@ -288,5 +300,8 @@ def learned_initial_state(model):
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
       norm_probe=model.norm_probe, explicit_backward=model.explicit_backward,
-      config=LearnedStateConfig(model.config), spatial_shape=model.spatial_shape)
+      config=LearnedStateConfig(model.config), spatial_shape=model.spatial_shape,
+      parallel_forward=None if model.parallel_forward is None else (
+          lambda params, xs, state, mask, opts: model.parallel_forward(
+              params.core, xs, state, mask, opts)))
   return learned

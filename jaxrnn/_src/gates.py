@@ -119,7 +119,7 @@ def kept(h, keep):
 
 
 def array_state_cell(*, init, project, recur, recur_bwd, param_grads, transposed_weights,
-                     hidden_size, config, name):
+                     hidden_size, config, name, recur_jac=None):
   """The `Model` of a dense cell whose state is its output ``h [B, H]`` (RNN, GRU, MGU).
 
   Zeros are the initial state, the input size is read from ``w_x``, and the
@@ -131,7 +131,26 @@ def array_state_cell(*, init, project, recur, recur_bwd, param_grads, transposed
       param_grads=param_grads, transposed_weights=transposed_weights,
       grad_norm=recurrence.hidden_grad_norm(lambda h: h),
       mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads,
-                                      output_grad=lambda d_y, h: d_y))
+                                      output_grad=lambda d_y, h: d_y),
+      recur_jac=recur_jac)
   return recurrence.kernel_cell(
       kernel, init=init, initial_state=lambda p, b: zeros_state(hidden_size, p, b),
       input_size=input_size_of, output_size=hidden_size, config=config, name=name)
+
+
+def gate_jacobian(w_h, coefs, diagonal, diag=None):
+  """``J[n, i, j] = diag[n, i] [i = j] + sum_g coefs[n, g*H + i] w_h[j, g*H + i]``.
+
+  The Jacobian ``d h'_i / d h_j`` of a gated cell whose pre-activations read
+  ``h W_h``: each gate block ``g`` contributes its column of ``W_h`` scaled by
+  the derivative of ``h'_i`` through that gate (``coefs``, ``[N, G*H]``).
+  ``diagonal`` returns ``[N, H]``, the diagonal alone, in ``O(G*H)`` per row.
+  """
+  H = w_h.shape[0]
+  c = coefs.reshape(coefs.shape[:-1] + (w_h.shape[1] // H, H))
+  w = w_h.reshape(H, -1, H)  # [j, g, i]
+  if diagonal:
+    jac = jnp.sum(c * jnp.einsum("igi->gi", w), axis=-2)
+    return jac if diag is None else jac + diag
+  jac = jnp.einsum("...gi,jgi->...ij", c, w, precision=jax.lax.Precision.HIGHEST)
+  return jac if diag is None else jac + diag[..., :, None] * jnp.eye(H, dtype=jac.dtype)

@@ -88,6 +88,17 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   over time of outer products with :math:`x_t`, :math:`h_{t-1}` (and
   :math:`r_t \odot h_{t-1}` for :math:`W^n_h` when reset-before).
 
+  Jacobian (for `parallel_unroll`), with :math:`k = (1 - z_t)(1 - n_t^2)`:
+
+  .. math::
+    \partial h_t / \partial h_{t-1} = \mathrm{diag}(z_t)
+      + \mathrm{diag}((h_{t-1} - n_t) z_t (1 - z_t)) W^{z\top}_h + \mathrm{diag}(k) N
+
+  with :math:`N = \mathrm{diag}(c_t r_t (1 - r_t)) W^{r\top}_h + \mathrm{diag}(r_t)
+  W^{n\top}_h`, :math:`c_t = h_{t-1} W^n_h + b^n_h` (reset-after), or
+  :math:`N = W^{n\top}_h (\mathrm{diag}(r_t) + \mathrm{diag}(h_{t-1} r_t (1 - r_t))
+  W^{r\top}_h)` (reset-before).
+
   Args:
     hidden_size: H.
     reset_after: which candidate formula to use (see above).
@@ -135,6 +146,13 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     d_h = g * z + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
     return recurrence.StepGrads(d_h, (jnp.concatenate([d_rz, d_an], axis=-1), d_gh))
 
+  def jac_after(params, h, h_new, res, diagonal):
+    rz, n, ghn = res
+    r, z = rz[..., :H], rz[..., H:]
+    k = (1 - z) * (1 - n * n)
+    coefs = jnp.concatenate([k * ghn * r * (1 - r), (h - n) * z * (1 - z), k * r], axis=-1)
+    return gates.gate_jacobian(params.w_h, coefs, diagonal, diag=z)
+
   def param_grads_after(params, xs, hs, res, d_pre, keep=None):
     d_gx, d_gh = d_pre
     d_params = GRUParams(gates.weight_grad(xs, d_gx),
@@ -170,6 +188,21 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     d_h = g * z + gates.kept(d_rh * r + base.matmul(d_rz, w_rz_t, dtype), keep)
     return recurrence.StepGrads(d_h, jnp.concatenate([d_rz, d_an], axis=-1))
 
+  def jac_before(params, h, h_new, res, diagonal):
+    rz, n = res
+    r, z = rz[..., :H], rz[..., H:]
+    k = (1 - z) * (1 - n * n)
+    w_r, w_n = params.w_h[:, :H], params.w_h[:, 2 * H:]
+    q = h * r * (1 - r)
+    coefs = jnp.concatenate([jnp.zeros_like(z), (h - n) * z * (1 - z), jnp.zeros_like(z)], -1)
+    jac = gates.gate_jacobian(params.w_h, coefs, diagonal, diag=z)
+    hi = jax.lax.Precision.HIGHEST
+    if diagonal:  # N_ii = W_n[i, i] r_i + sum_k W_n[k, i] q_k W_r[i, k]
+      n_ii = jnp.diagonal(w_n) * r + jnp.einsum("ki,nk,ik->ni", w_n, q, w_r, precision=hi)
+      return jac + k * n_ii
+    n_ij = w_n.T * r[..., None, :] + jnp.einsum("ki,nk,jk->nij", w_n, q, w_r, precision=hi)
+    return jac + k[..., :, None] * n_ij
+
   def param_grads_before(params, xs, hs, res, d_pre, keep=None):
     rz = res[0]
     hs = gates.kept(hs, keep)
@@ -181,13 +214,13 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     return d_params, base.matmul(d_pre, params.w_x.T, dtype)
 
   if reset_after:
-    recur, recur_bwd, param_grads, transposed = (
-        recur_after, recur_bwd_after, param_grads_after, gates.transposed_w_h)
+    recur, recur_bwd, param_grads, transposed, recur_jac = (
+        recur_after, recur_bwd_after, param_grads_after, gates.transposed_w_h, jac_after)
   else:
-    recur, recur_bwd, param_grads, transposed = (
-        recur_before, recur_bwd_before, param_grads_before, transposed_before)
+    recur, recur_bwd, param_grads, transposed, recur_jac = (
+        recur_before, recur_bwd_before, param_grads_before, transposed_before, jac_before)
   return gates.array_state_cell(
       init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,
       transposed_weights=transposed, hidden_size=H,
-      config=GRUConfig(H, reset_after, bias, dtype), name="gru")
+      config=GRUConfig(H, reset_after, bias, dtype), name="gru", recur_jac=recur_jac)
 

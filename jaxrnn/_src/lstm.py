@@ -139,6 +139,20 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
   backward recomputes :math:`\tanh c_t` from :math:`c_t`, which costs no
   measurable time and saves one ``[T, B, H]`` buffer.
 
+  Jacobian of the state :math:`s = [h, c]` (2H, for `parallel_unroll`), with
+  :math:`k = o_t (1 - \tanh^2 c_t)` and
+  :math:`G = \mathrm{diag}(g_t i_t (1 - i_t)) W^{i\top}_h
+  + \mathrm{diag}(c_{t-1} f_t (1 - f_t)) W^{f\top}_h
+  + \mathrm{diag}(i_t (1 - g_t^2)) W^{g\top}_h = \partial c_t / \partial h_{t-1}`:
+
+  .. math::
+    \frac{\partial s_t}{\partial s_{t-1}} = \begin{bmatrix}
+      \mathrm{diag}(k) G + \mathrm{diag}(\tanh c_t\, o_t (1 - o_t)) W^{o\top}_h &
+      \mathrm{diag}(k f_t) \\ G & \mathrm{diag}(f_t) \end{bmatrix}
+
+  With ``peephole``, ``proj_size`` or ``layer_norm`` it is built from the
+  hand-derived backward instead, one basis vector at a time.
+
   ``peephole=True`` (Gers and Schmidhuber 2000) lets the gates read the cell
   state through diagonal weights ``w_peep = [p_i; p_f; p_o]`` (``[3, H]``,
   initialised to zeros, so a new peephole LSTM starts as the plain one):
@@ -291,11 +305,28 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
                           *gates.bias_grads(params, d_b, d_b))
     return d_params, base.matmul(delta, params.w_x.T, dtype)
 
+  def recur_jac(params, state, new_state, t, diagonal):
+    s = gates.gate_scale(H, (1, 1, 0, 1), t.dtype)
+    i, f, g, o = _split(s * t + (1 - s), H)
+    tc = jnp.tanh(new_state.cell)
+    k = o * (1 - tc * tc)
+    dc = [g * i * (1 - i), state.cell * f * (1 - f), i * (1 - g * g)]
+    j_ch = gates.gate_jacobian(params.w_h, jnp.concatenate(dc + [jnp.zeros_like(o)], -1),
+                               diagonal)
+    j_hh = gates.gate_jacobian(params.w_h, jnp.concatenate(
+        [k * d for d in dc] + [tc * o * (1 - o)], -1), diagonal)
+    if diagonal:
+      return jnp.concatenate([j_hh, f], axis=-1)
+    diag = lambda v: v[..., :, None] * jnp.eye(H, dtype=v.dtype)
+    return jnp.concatenate([jnp.concatenate([j_hh, diag(k * f)], -1),
+                            jnp.concatenate([j_ch, diag(f)], -1)], axis=-2)
+
   kernel = recurrence.Kernel(
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,
       param_grads=param_grads, transposed_weights=gates.transposed_w_h,
       grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden),
-      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads, _output_grad))
+      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads, _output_grad),
+      recur_jac=recur_jac)
   return recurrence.kernel_cell(
       kernel, init=init, initial_state=initial_state, input_size=gates.input_size_of,
       output_size=H, config=config, name="lstm")

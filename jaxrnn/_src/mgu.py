@@ -98,6 +98,16 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
   \delta^n_h]`, and :math:`\partial L/\partial x_t = [\delta^f, \delta^n]
   W_x^\top`.
 
+  Jacobian (for `parallel_unroll`), with :math:`k = (1 - f_t)(1 - n_t^2)`:
+
+  .. math::
+    \partial h_t / \partial h_{t-1} = \mathrm{diag}(f_t)
+      + \mathrm{diag}(f_t (1 - f_t)(h_{t-1} - n_t + k c_t)) W^{f\top}_h
+      + \mathrm{diag}(k f_t) W^{n\top}_h
+
+  (``reset_gate=True``), or with :math:`c_t = 0` and :math:`\mathrm{diag}(k)
+  W^{n\top}_h` (``False``).
+
   Args:
     hidden_size: H.
     reset_gate: whether the forget gate multiplies the candidate's recurrent
@@ -146,6 +156,13 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
     d_h = g * f + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
     return recurrence.StepGrads(d_h, (d_gx, d_gh) if reset_gate else d_gx)
 
+  def recur_jac(params, h, h_new, res, diagonal):
+    f, n = res[:2]
+    k = (1 - f) * (1 - n * n)
+    c_f = h - n + k * res[2] if reset_gate else h - n
+    coefs = jnp.concatenate([f * (1 - f) * c_f, k * f if reset_gate else k], axis=-1)
+    return gates.gate_jacobian(params.w_h, coefs, diagonal, diag=f)
+
   def param_grads(params, xs, hs, res, d_pre, keep=None):
     d_gx, d_gh = d_pre if reset_gate else (d_pre, d_pre)
     d_b_x = gates.sum_rows(d_gx)
@@ -158,4 +175,4 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
   return gates.array_state_cell(
       init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,
       transposed_weights=gates.transposed_w_h, hidden_size=H,
-      config=MGUConfig(H, reset_gate, bias, dtype), name="mgu")
+      config=MGUConfig(H, reset_gate, bias, dtype), name="mgu", recur_jac=recur_jac)

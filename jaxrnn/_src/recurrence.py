@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrnn._src import base
+from jaxrnn._src import parallel_in_time
 from jaxrnn._src import sequences
 from jaxrnn._src import validation
 
@@ -128,6 +129,28 @@ class MaskHooks(NamedTuple):
   recur_bwd: Callable[..., StepGrads]
   param_grads: Callable[..., tuple[base.Params, Array]]
   output_grad: Callable[[Array, base.State], base.State]
+class RecurJacFn(Protocol):
+  """``recur_jac(params, state, new_state, res, diagonal) -> J``: the step's Jacobian.
+
+  ``J[n, i, j] = d s'_i / d s_j`` over the state flattened to one vector per
+  row (leaves in `jax.tree` order, e.g. ``[h, c]``), ``[N, D, D]``; with
+  ``diagonal`` only its diagonal, ``[N, D]``. Used by `parallel_unroll`.
+  """
+
+  def __call__(self, params: base.Params, state: base.State, new_state: base.State,
+               res: PyTree, diagonal: bool, /) -> Array:
+    ...
+
+
+class LogLinearFn(Protocol):
+  """``log_linear(params, gx) -> (log_a, log_b)`` of a step ``s' = a * s + b`` with ``a, b > 0``.
+
+  For cells linear in their state, which `parallel_unroll` solves in one
+  pass in log space.
+  """
+
+  def __call__(self, params: base.Params, gx: PyTree, /) -> tuple[Array, Array]:
+    ...
 
 
 class Kernel(NamedTuple):
@@ -149,6 +172,12 @@ class Kernel(NamedTuple):
       that `bptt` reports with ``return_hidden_grad_norms`` (`GradNormFn`).
     mask_hooks: `MaskHooks` for the recurrent regularisers, or None (they
       refuse the cell).
+    recur_jac: the hand-derived Jacobian of ``recur`` in the state
+      (`RecurJacFn`), or None: `parallel_unroll` then builds it from
+      ``recur_bwd`` (one basis vector per row) or, without that, with
+      `jax.jacfwd`.
+    log_linear: for a step linear in the state, its coefficients in log
+      space (`LogLinearFn`), or None.
   """
   project: ProjectFn
   recur: RecurFn
@@ -158,6 +187,8 @@ class Kernel(NamedTuple):
   transposed_weights: Callable[[base.Params], PyTree]
   grad_norm: GradNormFn
   mask_hooks: Optional[MaskHooks] = None
+  recur_jac: Optional[RecurJacFn] = None
+  log_linear: Optional[LogLinearFn] = None
 
 
 def hidden_grad_norm(hidden: Callable[[base.State], Array]) -> GradNormFn:
@@ -570,5 +601,6 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       config=config,
       spatial_shape=tuple(spatial_shape),
       kernel=kernel,
+      parallel_forward=parallel_in_time.KernelForward(kernel),
   )
   return model

@@ -119,8 +119,9 @@ def recurrent_dropout(cell: base.Model, rate: float) -> base.Model:
     return recurrence.run_time_loop(_dropout_kernel(kernel, hooks), KeptParams(params, keep),
                                     xs, state, ctx)
 
+  # No parallel-in-time path: its masks are drawn for the sequential loop.
   return cell._replace(forward=forward, config=RecurrentDropoutConfig(cell.config, rate),
-                       kernel=None)
+                       kernel=None, parallel_forward=None)
 
 
 def _dropout_kernel(kernel, hooks):
@@ -218,7 +219,8 @@ def zoneout(cell: base.Model, rate: float, *, cell_rate: Optional[float] = None)
     return new_state, wrapped.output(new_state, res)
 
   return cell._replace(step=step, forward=forward,
-                       config=ZoneoutConfig(cell.config, rate, cell_rate), kernel=None)
+                       config=ZoneoutConfig(cell.config, rate, cell_rate), kernel=None,
+                       parallel_forward=None)
 
 
 class _ZoneoutResiduals(NamedTuple):

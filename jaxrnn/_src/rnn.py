@@ -65,6 +65,9 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
   and both biases receive :math:`\sum_t \delta_t`. :math:`\phi'` is
   :math:`1 - h_t^2` for tanh and :math:`[h_t > 0]` for ReLU.
 
+  Jacobian (for `parallel_unroll`):
+  :math:`\partial h_t / \partial h_{t-1} = \mathrm{diag}(\phi'(a_t)) W_h^\top`.
+
   Initialisation: every weight and bias ``U(-1/sqrt(H), 1/sqrt(H))`` as in
   PyTorch; ``recurrent_init="orthogonal"`` makes ``W_h`` orthogonal.
 
@@ -103,6 +106,10 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
     delta = g * (h_new > 0) if relu else g * (1 - h_new * h_new)
     return recurrence.StepGrads(gates.kept(base.matmul(delta, w_h_t, dtype), keep), delta)
 
+  def recur_jac(params, h, h_new, res, diagonal):
+    return gates.gate_jacobian(params.w_h, (h_new > 0).astype(h_new.dtype) if relu
+                               else 1 - h_new * h_new, diagonal)
+
   def param_grads(params, xs, hs, res, delta, keep=None):
     d_b = gates.sum_rows(delta)
     d_params = RNNParams(gates.weight_grad(xs, delta),
@@ -113,5 +120,5 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
   return gates.array_state_cell(
       init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,
       transposed_weights=gates.transposed_w_h, hidden_size=hidden_size,
-      config=RNNConfig(hidden_size, activation, bias, dtype), name="rnn")
+      config=RNNConfig(hidden_size, activation, bias, dtype), name="rnn", recur_jac=recur_jac)
 

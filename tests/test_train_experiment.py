@@ -234,11 +234,12 @@ class CellsTest(absltest.TestCase):
 
   def test_parallel_unroll_trains_like_the_sequential_path(self):
     runs = {}
-    for unroll in ("sequential", "parallel"):
-      config = trainer.dataclasses.replace(
-          TINY, steps=20, unroll=unroll, parallel_method="newton", num_devices=1,
-          workdir=self.create_tempdir(unroll).full_path)
-      runs[unroll] = trainer.train(config)
+    with tempfile.TemporaryDirectory() as tmp:
+      for unroll in ("sequential", "parallel"):
+        config = trainer.dataclasses.replace(
+            TINY, steps=20, unroll=unroll, parallel_method="newton", num_devices=1,
+            workdir=os.path.join(tmp, unroll))
+        runs[unroll] = trainer.train(config)
     self.assertTrue(np.isfinite(runs["parallel"]["test_loss"]))
     # The same model and data: only float32 rounding separates the two paths.
     np.testing.assert_allclose(runs["parallel"]["test_loss"], runs["sequential"]["test_loss"],

@@ -344,6 +344,8 @@ def scan_floor_peer(shape: Shape, mode: str) -> Step:
   (`matmul_weights`), so any cell in `jaxrnn.CELLS` whose weights are
   `[I + H, G*H]` in all has this row.
   """
+  if shape.spatial:
+    raise Unsupported(f"the {shape.cell} cell convolves; this loop times dense matmuls only")
   hidden = shape.hidden
   gates, rest = divmod(matmul_weights(shape), (shape.inputs + hidden) * hidden)
   if rest or not gates:

@@ -103,6 +103,22 @@ def weight_grad(inputs, d_pre):
 
 
 
+def dense_param_grads(param_type, params, xs, hs, d_gx, d_gh, keep, dtype):
+  """Parameter and input gradients of gates that read ``x W_x + b_x`` and ``h W_h + b_h``.
+
+  ``d_gx`` and ``d_gh`` are the gradients of those two pre-activations,
+  ``[..., G*H]`` over all steps (the same array where the cell adds them);
+  ``hs`` are the states read, masked by ``keep`` as the recurrence read them.
+  Returns ``(param_type(d_w_x, d_w_h, d_b_x, d_b_h), d_xs)``, each weight
+  gradient one matmul over all ``T*B`` rows.
+  """
+  d_b_x = sum_rows(d_gx)
+  d_b_h = d_b_x if d_gh is d_gx else sum_rows(d_gh)
+  d_params = param_type(weight_grad(xs, d_gx), weight_grad(kept(hs, keep), d_gh),
+                        *bias_grads(params, d_b_x, d_b_h))
+  return d_params, base.matmul(d_gx, params.w_x.T, dtype)
+
+
 def gate_scale(hidden_size, sigmoid_blocks, dtype):
   """Per-column scale ``s`` so that ``s*tanh(s*a) + 1 - s`` is sigmoid or tanh.
 

@@ -155,10 +155,7 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
 
   def param_grads_after(params, xs, hs, res, d_pre, keep=None):
     d_gx, d_gh = d_pre
-    d_params = GRUParams(gates.weight_grad(xs, d_gx),
-                         gates.weight_grad(gates.kept(hs, keep), d_gh),
-                         *gates.bias_grads(params, gates.sum_rows(d_gx), gates.sum_rows(d_gh)))
-    return d_params, base.matmul(d_gx, params.w_x.T, dtype)
+    return gates.dense_param_grads(GRUParams, params, xs, hs, d_gx, d_gh, keep, dtype)
 
   def recur_before(params, h, gx, keep=None):
     w_rz, w_n = params.w_h[:, :2 * H], params.w_h[:, 2 * H:]

@@ -299,11 +299,8 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
     return recurrence.StepGrads(d_prev, delta)
 
   def param_grads(params, xs, states, t, delta, keep=None):
-    d_b = gates.sum_rows(delta)
-    d_params = LSTMParams(gates.weight_grad(xs, delta),
-                          gates.weight_grad(gates.kept(states.hidden, keep), delta),
-                          *gates.bias_grads(params, d_b, d_b))
-    return d_params, base.matmul(delta, params.w_x.T, dtype)
+    return gates.dense_param_grads(LSTMParams, params, xs, states.hidden, delta, delta, keep,
+                                   dtype)
 
   def recur_jac(params, state, new_state, t, diagonal):
     s = gates.gate_scale(H, (1, 1, 0, 1), t.dtype)

@@ -165,12 +165,7 @@ def mgu(hidden_size, *, reset_gate=True, bias=True, recurrent_init="uniform", dt
 
   def param_grads(params, xs, hs, res, d_pre, keep=None):
     d_gx, d_gh = d_pre if reset_gate else (d_pre, d_pre)
-    d_b_x = gates.sum_rows(d_gx)
-    d_b_h = gates.sum_rows(d_gh) if reset_gate else d_b_x
-    d_params = MGUParams(gates.weight_grad(xs, d_gx),
-                         gates.weight_grad(gates.kept(hs, keep), d_gh),
-                         *gates.bias_grads(params, d_b_x, d_b_h))
-    return d_params, base.matmul(d_gx, params.w_x.T, dtype)
+    return gates.dense_param_grads(MGUParams, params, xs, hs, d_gx, d_gh, keep, dtype)
 
   return gates.array_state_cell(
       init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,

@@ -111,11 +111,7 @@ def rnn(hidden_size, *, activation="tanh", bias=True, recurrent_init="uniform",
                                else 1 - h_new * h_new, diagonal)
 
   def param_grads(params, xs, hs, res, delta, keep=None):
-    d_b = gates.sum_rows(delta)
-    d_params = RNNParams(gates.weight_grad(xs, delta),
-                         gates.weight_grad(gates.kept(hs, keep), delta),
-                         *gates.bias_grads(params, d_b, d_b))
-    return d_params, base.matmul(delta, params.w_x.T, dtype)
+    return gates.dense_param_grads(RNNParams, params, xs, hs, delta, delta, keep, dtype)
 
   return gates.array_state_cell(
       init=init, project=project, recur=recur, recur_bwd=recur_bwd, param_grads=param_grads,

@@ -318,7 +318,7 @@ def run(config: Config) -> dict[str, Any]:
         results["compile_scaling"] += compile_scaling(shape, config, results["skipped"])
       if any(row["peer"] == "jaxrnn_bf16" for row in rows):
         results["bf16_gradient_error"].append(
-            {"shape": str(shape), "relative_error": peers.bf16_gradient_error(shape)})
+            {"shape": str(shape), **peers.bf16_gradient_error(shape)})
       report.save(results, config.out_dir)  # Partial results survive a timeout.
   if "memory" in config.modes:
     results["memory"] = benchmark_memory(config, results["skipped"])

@@ -58,9 +58,12 @@ def format_table(results: dict[str, Any]) -> str:
       lines.append(f"{row['peer']:<16} {row['shape']:<22} {row['compile_s_T']:>7.2f} "
                    f"{row['compile_s_4T']:>7.2f} {row['ratio_4T_to_T']:>6.2f}")
   if results["bf16_gradient_error"]:
-    lines += ["", "bfloat16 gradient, relative error vs float32 (||g16 - g32|| / ||g32||)"]
+    lines += ["", "bfloat16 gradient, relative error vs float32 (||g16 - g32|| / ||g32||), and the",
+              "float32 gradient's change when only params and inputs are rounded to bfloat16",
+              f"  {'shape':<22} {'bf16':>9} {'rounding':>9}"]
     for row in results["bf16_gradient_error"]:
-      lines.append(f"  {row['shape']:<22} {row['relative_error']:.2e}")
+      reference = row.get("rounding_reference", float("nan"))  # older results lack it
+      lines.append(f"  {row['shape']:<22} {row['relative_error']:>9.2e} {reference:>9.2e}")
   if results["memory"]:
     lines += ["", f"memory of the train step, {results['memory'][0]['shape']} "
               "(compiled memory_analysis: argument + output + temp - alias)",

@@ -144,7 +144,10 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     d_rz = jnp.concatenate([d_an * ghn, g * (h - n)], axis=-1) * rz * (1 - rz)
     d_gh = jnp.concatenate([d_rz, d_an * r], axis=-1)
     d_h = g * z + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
-    return recurrence.StepGrads(d_h, (jnp.concatenate([d_rz, d_an], axis=-1), d_gh))
+    # Only the input-side gradient leaves the loop; `param_grads_after` rebuilds
+    # ``d_gh`` from it and ``r`` over all steps at once, which saves a second
+    # [T, B, 3H] buffer and its write per step.
+    return recurrence.StepGrads(d_h, jnp.concatenate([d_rz, d_an], axis=-1))
 
   def jac_after(params, h, h_new, res, diagonal):
     rz, n, ghn = res
@@ -154,7 +157,8 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     return gates.gate_jacobian(params.w_h, coefs, diagonal, diag=z)
 
   def param_grads_after(params, xs, hs, res, d_pre, keep=None):
-    d_gx, d_gh = d_pre
+    d_gx = d_pre
+    d_gh = jnp.concatenate([d_gx[..., :2 * H], d_gx[..., 2 * H:] * res[0][..., :H]], axis=-1)
     return gates.dense_param_grads(GRUParams, params, xs, hs, d_gx, d_gh, keep, dtype)
 
   def recur_before(params, h, gx, keep=None):

@@ -8,6 +8,7 @@ from typing import Any
 JSON_NAME = "benchmark.json"
 TABLE_NAME = "benchmark.txt"
 PLOT_NAME = "benchmark.png"
+FLOOR = "scan_floor"  # the "x floor" column divides by this peer's time
 
 
 def _fmt(value, width, spec):
@@ -21,7 +22,8 @@ def format_table(results: dict[str, Any]) -> str:
       f"backend {env['backend']} ({env['device']}, {env['cpu_cores']} CPU cores, "
       f"load {env['load_average_1m_at_start']:.1f} at start)",
       "ms: median of the interleaved runs (min ms: the fastest); "
-      "x jaxrnn: this row's ms / jaxrnn's (>1 is slower); compile s: jit lower+compile;",
+      "x jaxrnn: this row's ms / jaxrnn's (>1 is slower); x floor: this row's ms / scan_floor's;",
+      "compile s: jit lower+compile;",
       f"peak: a {results['peak_matmul_size']}^3 float32 matmul timed in each shape's "
       "round-robin.",
   ]
@@ -32,19 +34,21 @@ def format_table(results: dict[str, Any]) -> str:
                  "unless cudnn.allow_tf32 is False): "
                  + ", ".join(f"{k}={v}" for k, v in precision.items()))
   header = (f"{'peer':<16} {'ms':>10} {'min ms':>10} {'GFLOP/s':>9} {'% peak':>7} "
-            f"{'x jaxrnn':>9} {'compile s':>10}")
+            f"{'x jaxrnn':>9} {'x floor':>8} {'compile s':>10}")
   groups = {}
   for row in results["rows"]:
     groups.setdefault((row["mode"], row["shape"]), []).append(row)
   for (mode, shape), rows in groups.items():
     lines += ["", f"{mode} {shape} (cell:B:T:I:H), {rows[0]['flops'] / 1e9:.3g} GFLOP, "
               f"peak {rows[0]['peak_gflops']:.1f} GFLOP/s", header]
+    floor = next((r["median_ms"] for r in rows if r["peer"] == FLOOR), None)
     for row in rows:
+      to_floor = row["median_ms"] / floor if floor else None
       lines.append(
           f"{row['peer']:<16} {row['median_ms']:>10.3f} {row['min_ms']:>10.3f} "
           f"{row['gflops']:>9.2f} "
           f"{row['pct_peak']:>7.1f} {_fmt(row['ratio_to_jaxrnn'], 9, '.2f')} "
-          f"{_fmt(row['compile_s'], 10, '.2f')}")
+          f"{_fmt(to_floor, 8, '.2f')} {_fmt(row['compile_s'], 10, '.2f')}")
   labels = {}
   for row in results["rows"] + results["memory"]:
     labels.setdefault(row["peer"], set()).add(row["label"])

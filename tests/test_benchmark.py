@@ -13,6 +13,7 @@ from experiments import benchmark
 from experiments import benchmark_parallel
 from experiments import benchmark_peers as peers
 from experiments import benchmark_report as report
+from experiments import hlo_ops
 
 TINY = peers.Shape("lstm", batch=2, time=3, inputs=3, hidden=4)
 ROW_KEYS = {"peer", "label", "mode", "shape", "median_ms", "times_ms", "gflops",
@@ -174,7 +175,9 @@ class BenchmarkRunTest(absltest.TestCase):
     self.assertContainsSubset({"jaxrnn", "jaxrnn_autodiff", "jaxrnn_remat2"}, memory)
     for row in memory.values():
       self.assertGreater(row["total_bytes"], 0)
-    self.assertIn("jaxrnn", report.format_table(results))
+    table = report.format_table(results)
+    self.assertIn("jaxrnn", table)
+    self.assertIn("x floor", table)
 
   def test_main_reads_flags(self):
     out_dir = self.create_tempdir().full_path
@@ -235,6 +238,35 @@ class ParallelModeTest(absltest.TestCase):
 def setUpModule():
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+class HloOpsTest(absltest.TestCase):
+
+  def test_counts_the_ops_of_each_while_body(self):
+    text = """HloModule m
+
+%body (p: (s32[], f32[2])) -> (s32[], f32[2]) {
+  %p = (s32[], f32[2]) parameter(0)
+  %i = s32[] get-tuple-element(%p), index=0
+  %copy.1 = s32[] copy(%i)
+  %x = f32[2]{0} get-tuple-element(%p), index=1
+  %fusion.1 = f32[2]{0} fusion(%x), kind=kLoop, calls=%f
+  %fusion.2 = f32[2]{0} fusion(%fusion.1), kind=kLoop, calls=%g
+  ROOT %tuple = (s32[], f32[2]) tuple(%copy.1, %fusion.2)
+}
+
+ENTRY %main (a: f32[2]) -> f32[2] {
+  %w = (s32[], f32[2]) while(%t), condition=%cond, body=%body
+}
+"""
+    self.assertEqual(hlo_ops.loop_ops(text),
+                     [{"body": "body", "ops": 3, "opcodes": {"copy": 1, "fusion": 2}}])
+
+  def test_a_train_step_has_a_forward_and_a_backward_loop(self):
+    lines = hlo_ops.report([TINY], ["jaxrnn", "scan_floor"], "train")
+    counted = [line for line in lines if "ops per step" in line]
+    self.assertLen([line for line in counted if "jaxrnn" in line], 2)
+    self.assertLen([line for line in counted if "scan_floor" in line], 2)
 
 
 if __name__ == "__main__":

@@ -179,9 +179,13 @@ def _flat_step(model, params, x):
 
 _JACOBIAN_CELLS = tuple(model_zoo.named(_CELLS)) + (
     ("min_gru", "min_gru"), ("min_lstm", "min_lstm"),
-    ("lstm_peephole_proj", "lstm_peephole_proj"))
+    ("lstm_peephole", "lstm_peephole"), ("lstm_proj", "lstm_proj"),
+    ("lstm_peephole_proj", "lstm_peephole_proj"), ("lstm_layer_norm", "lstm_layer_norm"))
 _EXTRA = {"min_gru": lambda h: jaxrnn.min_gru(h), "min_lstm": lambda h: jaxrnn.min_lstm(h),
-          "lstm_peephole_proj": lambda h: jaxrnn.lstm(h, peephole=True, proj_size=3)}
+          "lstm_peephole": lambda h: jaxrnn.lstm(h, peephole=True),
+          "lstm_proj": lambda h: jaxrnn.lstm(h, proj_size=3),
+          "lstm_peephole_proj": lambda h: jaxrnn.lstm(h, peephole=True, proj_size=3),
+          "lstm_layer_norm": lambda h: jaxrnn.lstm(h, layer_norm=True)}
 
 
 class JacobianTest(parameterized.TestCase):
@@ -201,6 +205,23 @@ class JacobianTest(parameterized.TestCase):
       np.testing.assert_allclose(got[b], want, rtol=1e-12, atol=1e-12)
       np.testing.assert_allclose(got_diag[b], jnp.diagonal(want), rtol=1e-12, atol=1e-12)
     self.assertGreater(float(jnp.max(jnp.abs(got))), 0.0)
+
+
+class LayerNormStartTest(parameterized.TestCase):
+
+  @parameterized.parameters("newton", "quasi_newton")
+  def test_layer_norm_lstm_converges_from_a_zero_state(self, method):
+    # From the zero initial state, h W_h has zero variance and the layer
+    # norm's Jacobian scales W_h by 1/sqrt(eps): a Newton step taken there
+    # overshoots to inf. The solve starts from one Jacobi sweep instead.
+    jax.config.update("jax_enable_x64", True)
+    model = jaxrnn.lstm(H, layer_norm=True)
+    params = model.init(jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (32, B, I))
+    final, ys, info = jaxrnn.parallel_unroll(model, params, xs, method=method)
+    self.assertTrue(bool(info.converged))
+    self.assertLessEqual(model_zoo.max_rel_error((final, ys), jaxrnn.unroll(model, params, xs)),
+                         RTOL)
 
 
 class ConvergenceTest(parameterized.TestCase):

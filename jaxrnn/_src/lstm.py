@@ -513,7 +513,119 @@ def _options_kernel(H, peephole, proj_size, layer_norm, dtype):
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,
       param_grads=param_grads, transposed_weights=transposed_weights,
       grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden),
-      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads, _output_grad))
+      mask_hooks=recurrence.MaskHooks(recur, recur_bwd, param_grads, _output_grad),
+      recur_jac=_options_jacobian(H, peephole, projected, layer_norm))
+
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _options_jacobian(H, peephole, projected, layer_norm):
+  """`Kernel.recur_jac` of `_options_kernel`, derived by hand.
+
+  With ``A = h W_h`` (or ``LN(h W_h)``) the gates' recurrent pre-activations,
+  the new cell reads ``h`` through ``dc'/dA = [i'(a) g, f'(a) c, i g'(a), 0]``
+  (per gate block) and ``c`` only through its own unit, ``dc'_j/dc_j = f_j +
+  p_f f'(a) c_j + p_i i'(a) g_j``. ``m = o * tanh(c')`` (or ``tanh(LN(c'))``)
+  and ``h' = m`` (or ``m W_proj``) follow by the chain rule. The diagonal
+  alone (``quasi_newton``) never forms a ``D x D`` matrix: each entry is a sum
+  over the gate blocks of one unit, or, through a layer norm's mean and
+  variance, a contraction with ``W_h`` costing one step's matmul.
+  """
+
+  def recur_jac(params, state, new_state, res, diagonal):
+    i, f, g, o = _split(res.act, H)
+    c = state.cell
+    di, df, dg, do = i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)
+    cc = jnp.concatenate([di * g, df * c, i * dg, jnp.zeros_like(o)], axis=-1)  # dc'/dA
+    dcc = f  # dc'_j / dc_j
+    if peephole:
+      p_i, p_f, p_o = params.w_peep
+      dcc = f + df * c * p_f + di * g * p_i
+    if layer_norm:
+      return _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal)
+    tau = jnp.tanh(new_state.cell)
+    kk = o * (1 - tau * tau)  # dm/dc', through tanh and (peephole) through o
+    if peephole:
+      kk = kk + do * tau * p_o
+    cm = jnp.concatenate([kk[..., None, :] * _split4(cc, H)[..., :3, :],
+                          (do * tau)[..., None, :]], axis=-2)  # dm/dA, [N, 4, H]
+    dm_dc = kk * dcc
+    if not projected:
+      cm = cm.reshape(cc.shape)
+      if diagonal:
+        return jnp.concatenate([gates.gate_jacobian(params.w_h, cm, True), dcc], axis=-1)
+      diag = lambda v: v[..., :, None] * jnp.eye(H, dtype=v.dtype)
+      return jnp.concatenate([
+          jnp.concatenate([gates.gate_jacobian(params.w_h, cm, False), diag(dm_dc)], -1),
+          jnp.concatenate([gates.gate_jacobian(params.w_h, cc, False), diag(dcc)], -1)], -2)
+    w3 = params.w_h.reshape(params.w_h.shape[0], 4, H)  # [p, g, k]
+    if diagonal:
+      d_hh = jnp.einsum("ngk,pgk,kp->np", cm, w3, params.w_proj, precision=_HI)
+      return jnp.concatenate([d_hh, dcc], axis=-1)
+    dm_dh = jnp.einsum("ngk,pgk->nkp", cm, w3, precision=_HI)
+    d_hh = jnp.einsum("kq,nkp->nqp", params.w_proj, dm_dh, precision=_HI)
+    d_hc = params.w_proj.T * dm_dc[..., None, :]  # [n, q, j] = w_proj[j, q] dm_j/dc_j
+    d_ch = jnp.einsum("ngj,pgj->njp", _split4(cc, H), w3, precision=_HI)
+    d_cc = dcc[..., :, None] * jnp.eye(H, dtype=dcc.dtype)
+    return jnp.concatenate([jnp.concatenate([d_hh, d_hc], -1),
+                            jnp.concatenate([d_ch, d_cc], -1)], -2)
+
+  return recur_jac
+
+
+def _split4(a, H):
+  """``[..., 4H] -> [..., 4, H]``: one row per gate block."""
+  return a.reshape(a.shape[:-1] + (4, H))
+
+
+def _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal):
+  """`_options_jacobian` of the layer-normalised LSTM (no peepholes, no projection).
+
+  ``dA/dh_p = gamma_h rstd_h (W_h[p] - mean(W_h[p]) - z_h (z_h . W_h[p]) / 4H)``
+  (the layer norm's Jacobian applied to row ``p`` of ``W_h``), and
+  ``dm/dc' = o (1 - tau^2) gamma_c rstd_c (I - 1/H - z_c z_c^T / H)`` with
+  ``tau = tanh(LN(c'))``; ``dc'/dc = diag(f)``.
+  """
+  del i
+  w_h, gamma_h, gamma_c = params.w_h, params.ln_h.scale, params.ln_c.scale
+  z_h, rstd_h, z_c, rstd_c = res.z_h, res.rstd_h, res.z_c, res.rstd_c
+  f = _split(res.act, H)[1]
+  tau = jnp.tanh(z_c * gamma_c + params.ln_c.offset)
+  kc = o * (1 - tau * tau) * gamma_c * rstd_c  # before the centring of LN(c')
+  G = 4 * H
+  mean_w = jnp.mean(w_h, axis=1)  # [p]
+  zw = jnp.matmul(z_h, w_h.T, precision=_HI)  # [n, p] = z_h . W_h[p]
+
+  def contract(a):
+    """``sum_gk a[n, gk] dA[n, p, gk]`` for every ``p``, as matmuls."""
+    ag = a * gamma_h
+    return rstd_h * (jnp.matmul(ag, w_h.T, precision=_HI)
+                     - mean_w * jnp.sum(ag, -1, keepdims=True)
+                     - zw * jnp.sum(ag * z_h, -1, keepdims=True) / G)
+
+  z_c4 = jnp.tile(z_c, 4)
+  if diagonal:
+    w_pp = jnp.einsum("pgp->gp", w_h.reshape(H, 4, H))  # W_h[p, g*H + p]
+    d_a = (_split4(gamma_h, H) * rstd_h[..., None, :] * (
+        w_pp - mean_w - _split4(z_h, H) * zw[..., None, :] / G))  # [n, g, p]
+    dc_dh = jnp.sum(_split4(cc, H) * d_a, axis=-2)
+    mean_u = contract(cc) / H
+    mean_zu = contract(cc * z_c4) / H
+    d_hh = do * tau * d_a[..., 3, :] + kc * (dc_dh - mean_u - z_c * mean_zu)
+    return jnp.concatenate([d_hh, f], axis=-1)
+  d_a = gamma_h * rstd_h[..., None, :] * (
+      w_h - mean_w[:, None] - z_h[..., None, :] * zw[..., :, None] / G)  # [n, p, gk]
+  u = jnp.sum(_split4(cc, H)[..., None, :, :] * _split4(d_a, H), axis=-2)  # [n, p, k]
+  lnc = u - jnp.mean(u, -1, keepdims=True) - z_c[..., None, :] * jnp.mean(
+      z_c[..., None, :] * u, -1, keepdims=True)
+  dm_dh = (do * tau)[..., None, :] * d_a[..., 3 * H:] + kc[..., None, :] * lnc  # [n, p, k]
+  eye = jnp.eye(H, dtype=f.dtype)
+  fj = f[..., None, :]
+  dm_dc = kc[..., :, None] * (eye * fj - fj / H - z_c[..., :, None] * z_c[..., None, :] * fj / H)
+  d_cc = f[..., :, None] * eye
+  return jnp.concatenate([jnp.concatenate([jnp.swapaxes(dm_dh, -1, -2), dm_dc], -1),
+                          jnp.concatenate([jnp.swapaxes(u, -1, -2), d_cc], -1)], -2)
 
 
 def _output_grad(d_y, new_state):

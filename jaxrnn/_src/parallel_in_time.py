@@ -267,7 +267,12 @@ def newton_solve(evaluate: Callable, s0: Array, T: int, *, diagonal: bool, dampi
   every step, ``prev`` ``[T, N, D]``. Returns ``(S, f(S), jacobian, aux,
   iterations, residual)``, all at the last iterate.
   """
-  S = jnp.broadcast_to(s0, (T,) + s0.shape) if guess is None else guess
+  if guess is None:
+    # One Jacobi sweep (every step applied to s0) rather than s0 itself: a
+    # layer norm's Jacobian at a state of zero variance scales W_h by
+    # 1/sqrt(eps), and a Newton step from there overshoots to inf.
+    guess = evaluate(jnp.broadcast_to(s0, (T,) + s0.shape))[0]
+  S = guess
   fS, jac, aux = evaluate(_shift(S, s0))
   r = _max_abs(fS - S)
 
@@ -594,9 +599,10 @@ def parallel_unroll(model: base.Model, params: base.Params, xs: Array,
   each layer in parallel.
 
   Jacobians: the built-in cells' :math:`J_t = \partial s_t / \partial
-  s_{t-1}` and their diagonals are derived by hand (`Kernel.recur_jac`); an
-  LSTM with peepholes, projection or layer norm builds :math:`J_t` from its
-  hand-derived backward, one basis vector per row; a `custom_cell` without
+  s_{t-1}` and their diagonals are derived by hand (`Kernel.recur_jac`); a
+  kernel with a backward but no ``recur_jac`` (`conv_lstm`, a `custom_cell`
+  with ``step_vjp``) builds :math:`J_t` from that hand-derived backward, one
+  basis vector per row; a `custom_cell` without
   ``step_vjp`` gets its Jacobian from `jax.jacfwd` of its step. The state is
   one vector per sequence, e.g. ``[h, c]`` (2H) for the LSTM.
 

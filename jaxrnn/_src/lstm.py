@@ -539,14 +539,14 @@ def _options_jacobian(H, peephole, projected, layer_norm):
     di, df, dg, do = i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)
     cc = jnp.concatenate([di * g, df * c, i * dg, jnp.zeros_like(o)], axis=-1)  # dc'/dA
     dcc = f  # dc'_j / dc_j
+    p_i, p_f, p_o = params.w_peep if peephole else (None, None, None)
     if peephole:
-      p_i, p_f, p_o = params.w_peep
       dcc = f + df * c * p_f + di * g * p_i
     if layer_norm:
       return _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal)
     tau = jnp.tanh(new_state.cell)
     kk = o * (1 - tau * tau)  # dm/dc', through tanh and (peephole) through o
-    if peephole:
+    if p_o is not None:
       kk = kk + do * tau * p_o
     cm = jnp.concatenate([kk[..., None, :] * _split4(cc, H)[..., :3, :],
                           (do * tau)[..., None, :]], axis=-2)  # dm/dA, [N, 4, H]

@@ -373,7 +373,7 @@ def _train(config: Config, stop: preemption.StopSignal) -> dict:
                                      asynchronous=jax.process_count() == 1)
   try:
     restored = checkpoints.restore_latest(manager, state)
-    start = 0 if restored is None else int(restored.step.max())
+    start = 0 if restored is None else start_step(restored)
     if start > config.steps:
       raise checkpoints.CheckpointError(
           f"{config.workdir} holds a checkpoint at step {start}, past --steps={config.steps}; "
@@ -396,8 +396,9 @@ def _train(config: Config, stop: preemption.StopSignal) -> dict:
 
   final = evaluate(experiment.eval_step, state.params, task.eval_batches)
   skipped = np.asarray(jaxrnn.training.skipped_steps(state.opt_state))
-  # A local copy: sampling needs no other process.
-  local_params = jax.device_put(jax.device_get(state.params), jax.local_devices()[0])
+  # charlm samples from a local copy: sampling needs no other process.
+  local_params = (jax.device_put(jax.device_get(state.params), jax.local_devices()[0])
+                  if task.name == "charlm" else None)
   results = []
   for i, seed in enumerate(experiment.seeds):
     index = i if experiment.multi_seed else None
@@ -486,7 +487,7 @@ def start_step(state: jaxrnn.training.TrainState) -> int:
   return int(np.max(state.step))
 
 
-def _of_seed(tree, index: Optional[int]):
+def _of_seed(tree: Any, index: Optional[int]) -> Any:
   """Seed `index`'s slice of every leaf of `tree`; None: the tree of a single-seed run."""
   return tree if index is None else jax.tree.map(lambda leaf: leaf[index], tree)
 

@@ -72,8 +72,8 @@ class Bar(NamedTuple):
 
 
 # The bars of the acceptance runs (README, "Learning results"): adding is solved below an MSE of
-# 0.01 (Arjovsky et al. 2016 plot the same bar), copy and charlm at a fraction of their baseline,
-# sequential digits at 90% test accuracy.
+# 0.01, copy and charlm at a fraction of their baseline, sequential digits above 90% test
+# accuracy, which the logistic regression of `digits_nonrecurrent_baselines` reaches (0.900).
 BARS = {
     "adding": Bar("test MSE < 0.01", "test_loss", 0.01),
     "copy": Bar("CE < 0.5 x baseline", "loss_over_baseline", 0.5),

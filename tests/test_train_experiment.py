@@ -16,6 +16,7 @@ import numpy as np
 import jaxrnn
 import model_zoo
 from experiments import checkpoints
+from experiments import learning_report
 from experiments import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,6 +275,34 @@ class DigitsRunTest(absltest.TestCase):
     for result in baselines.values():
       self.assertGreater(result["test_accuracy"], 0.8)
       self.assertLess(result["test_loss"], 0.5)
+
+
+class LearningReportTest(absltest.TestCase):
+
+  def test_rows_give_mean_std_and_solved_count(self):
+    common = {"cell_options": {}, "hidden_size": 64, "steps": 4000, "wall_seconds": 12.0,
+              "baseline_loss": 1 / 6}
+    runs = {
+        "adding_gru": dict(common, task="adding", cell="gru", seq_len=100, per_seed=[
+            {"seed": s, "test_loss": loss, "loss_over_baseline": 6 * loss, "test_accuracy": None}
+            for s, loss in enumerate((0.002, 0.004, 0.03))]),
+        "digits_lstm": dict(common, task="digits", cell="lstm", seq_len=64, baseline_loss=2.3,
+                            test_loss=0.5, loss_over_baseline=0.5 / 2.3, test_accuracy=0.95,
+                            nonrecurrent_baselines={"mlp": {"test_accuracy": 0.919,
+                                                            "test_loss": 0.34}})}
+    with tempfile.TemporaryDirectory() as tmp:
+      for name, summary in runs.items():
+        os.makedirs(os.path.join(tmp, name))
+        with open(os.path.join(tmp, name, "summary.json"), "w") as f:
+          json.dump(summary, f)
+      table = learning_report.report(tmp, list(runs)).splitlines()
+    std = np.std([0.002, 0.004, 0.03], ddof=1)
+    self.assertEqual(
+        table[2], "| adding_gru: adding T=100, gru H=64 | 4000 | 3 | "
+        f"0.0120 ± {std:.4f} | 0.1667 | 0.0720 ± {6 * std:.4f} | - | test MSE < 0.01 | 2/3 | 12 |")
+    self.assertEqual(table[3], "| digits_lstm: digits T=64, lstm H=64 | 4000 | 1 | 0.5000 | "
+                     "2.3000 | 0.2174 | 0.9500 | test accuracy > 0.9 | 1/1 | 12 |")
+    self.assertIn("digits: mlp on the 64 pixels, test accuracy 0.9190", table[-1])
 
 
 def _snapshot(directory: str) -> dict:

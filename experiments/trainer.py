@@ -125,7 +125,7 @@ class Experiment(NamedTuple):
     train_step: ``(TrainState, Batch) -> (TrainState, metrics)``, data-parallel
       over `mesh`; the state must be replicated on it (`jaxrnn.parallel.replicate`).
       With several seeds, every leaf of the state, the batch and the metrics
-      has a leading seed axis (`init_state`, `sample_batch`).
+      has a leading seed axis (`init_state`, `batch_sampler`).
     eval_step: ``(params, Batch) -> metrics``, likewise; with several seeds
       the params have the seed axis and the batch (one held-out batch for all
       seeds) has none.
@@ -224,6 +224,7 @@ class SeedKeys(NamedTuple):
 
 
 def seed_keys(seed: int) -> SeedKeys:
+  """The keys of seed `seed`: those a run of ``--seed=seed`` uses, with or without other seeds."""
   root = jax.random.PRNGKey(seed)
   return SeedKeys(*(jax.random.fold_in(root, i) for i in range(4)))
 

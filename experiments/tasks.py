@@ -1,4 +1,4 @@
-"""Sequence tasks for the experiments: adding, copy and character-level LM.
+"""Sequence tasks for the experiments: adding, copy, character-level LM and sequential digits.
 
 A `Task` bundles a batch sampler, a fixed held-out set, the loss and the
 trivial baseline that the loss is compared against. Batches are time-major and
@@ -9,7 +9,8 @@ uninterrupted one would.
 Training losses are sums over time of per-step errors, averaged over the
 batch. The reported `metric` is the task's usual figure: the mean squared
 error of the final prediction (adding) or the cross-entropy per step in nats
-(copy, charlm), i.e. the summed loss divided by the sequence length.
+(copy, charlm), i.e. the summed loss divided by the sequence length, or the
+cross-entropy of the last step's classification (digits).
 """
 
 import functools
@@ -24,9 +25,9 @@ import numpy as np
 
 import jaxrnn
 
-TASKS = ("adding", "copy", "charlm")
-DEFAULT_SEQ_LEN = {"adding": 100, "copy": 20, "charlm": 100}
-MIN_SEQ_LEN = {"adding": 2, "copy": 1, "charlm": 1}
+TASKS = ("adding", "copy", "charlm", "digits")
+DEFAULT_SEQ_LEN = {"adding": 100, "copy": 20, "charlm": 100, "digits": 64}
+MIN_SEQ_LEN = {"adding": 2, "copy": 1, "charlm": 1, "digits": 1}
 
 COPY_LENGTH = 10  # symbols to remember
 COPY_CATEGORIES = 8  # symbols are 1..8; 0 is the blank and 9 the delimiter
@@ -40,17 +41,52 @@ class Batch(NamedTuple):
 
   Attributes:
     inputs: ``[T, B, F]`` float features or ``[T, B]`` int32 tokens.
-    targets: ``[B, 1]`` float (adding) or ``[T, B]`` int32 labels.
+    targets: ``[B, 1]`` float (adding), ``[B]`` int32 classes (digits) or
+      ``[T, B]`` int32 labels.
   """
   inputs: jax.Array
   targets: jax.Array
+
+
+class Bar(NamedTuple):
+  """The held-out figure a run must reach to count as having solved its task.
+
+  Attributes:
+    text: the bar in words, e.g. "test MSE < 0.01".
+    figure: the summary's key it reads: "test_loss", "loss_over_baseline" or
+      "test_accuracy".
+    threshold: the figure must be below it (above, if `above`).
+    above: whether higher is better (accuracy).
+  """
+  text: str
+  figure: str
+  threshold: float
+  above: bool = False
+
+  def met(self, result: dict) -> bool:
+    """Whether `result` (a summary, or one seed's entry of it) meets the bar."""
+    value = result[self.figure]
+    if value is None or not math.isfinite(value):
+      return False
+    return value > self.threshold if self.above else value < self.threshold
+
+
+# The bars of the acceptance runs (README, "Learning results"): adding is solved below an MSE of
+# 0.01, copy and charlm at a fraction of their baseline, sequential digits above 90% test
+# accuracy, which the logistic regression of `digits_nonrecurrent_baselines` reaches (0.900).
+BARS = {
+    "adding": Bar("test MSE < 0.01", "test_loss", 0.01),
+    "copy": Bar("CE < 0.5 x baseline", "loss_over_baseline", 0.5),
+    "charlm": Bar("CE < 0.55 x unigram", "loss_over_baseline", 0.55),
+    "digits": Bar("test accuracy > 0.9", "test_accuracy", 0.9, above=True),
+}
 
 
 class Task(NamedTuple):
   """A training task.
 
   Attributes:
-    name: "adding", "copy" or "charlm".
+    name: "adding", "copy", "charlm" or "digits".
     seq_len: the task's length parameter (the delay T for copy).
     input_size: feature size, or the vocabulary size when `tokens` is True.
     output_size: regression outputs (adding) or classes.
@@ -63,6 +99,8 @@ class Task(NamedTuple):
     baseline: the trivial predictor's `metric` (see each task's docstring).
     baseline_name: what the baseline predicts.
     vocab: the characters of charlm's vocabulary (empty for the others).
+    targets_axis: the batch axis of `Batch.targets`: 0 for one target per
+      sequence (adding, digits), 1 for one per step.
   """
   name: str
   seq_len: int
@@ -75,6 +113,7 @@ class Task(NamedTuple):
   baseline: float
   baseline_name: str
   vocab: str = ""
+  targets_axis: int = 1
 
 
 # --- adding ---------------------------------------------------------------
@@ -267,6 +306,149 @@ def charlm_task(text: str, seq_len: int, valid_fraction: float = 0.1) -> Task:
       baseline_name="unigram", vocab=vocab)
 
 
+# --- digits -------------------------------------------------------------------
+
+DIGITS_PIXELS = 64  # 8 x 8 images, read row by row
+DIGITS_CLASSES = 10
+DIGITS_TEST = 360  # the last 360 of scikit-learn's 1797 digits are held out
+
+
+class DigitsSplit(NamedTuple):
+  """scikit-learn's handwritten digits, split into training and test images.
+
+  Attributes:
+    train_images: ``[1437, 64]`` float32 pixels in [0, 1], row-major.
+    train_labels: ``[1437]`` int32 classes 0..9.
+    test_images: ``[360, 64]``, likewise.
+    test_labels: ``[360]``.
+  """
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+
+
+@functools.cache
+def digits_split() -> DigitsSplit:
+  """The digits of `sklearn.datasets.load_digits`, with a fixed split.
+
+  1797 8x8 images of handwritten digits with grey levels 0..16 (the UCI
+  optdigits test set, Alpaydin & Kaynak 1998) ship inside scikit-learn, so
+  nothing is downloaded. Pixels are scaled to [0, 1]. The split keeps the
+  file's order, as scikit-learn's own digits example does: the first 1437
+  images train, the last 360 test. It draws no random numbers, so no seed and
+  no library version can move it.
+
+  Raises:
+    ValueError: scikit-learn is not installed.
+
+  References:
+    Alpaydin & Kaynak, Cascading classifiers, Kybernetika, 1998.
+  """
+  try:
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError("--task=digits reads the digits that ship with scikit-learn: "
+                     "pip install scikit-learn (or jaxrnn[experiments]).") from e
+  images, labels = datasets.load_digits(return_X_y=True)
+  images = np.asarray(images, np.float32) / 16.0
+  labels = np.asarray(labels, np.int32)
+  split = len(labels) - DIGITS_TEST
+  arrays = (images[:split], labels[:split], images[split:], labels[split:])
+  for array in arrays:
+    array.setflags(write=False)
+  return DigitsSplit(*arrays)
+
+
+def digits_sequences(images, seq_len: int):
+  """``[N, 64]`` images as ``[T, N, 64 / T]`` sequences: T chunks of pixels, row-major.
+
+  ``seq_len=64`` reads one pixel per step (sequential digits, as sequential
+  MNIST reads its images); ``seq_len=8`` one row per step.
+  """
+  return images.reshape(images.shape[0], seq_len, -1).transpose(1, 0, 2)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _digits_batch(images: jax.Array, labels: jax.Array, key: jax.Array, batch_size: int,
+                  seq_len: int) -> Batch:
+  rows = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  return Batch(digits_sequences(images[rows], seq_len), labels[rows])
+
+
+def last_step_cross_entropy(outputs: jax.Array, batch: Batch):
+  """Cross-entropy of the last step's logits against each sequence's class.
+
+  Earlier outputs are free, as in `adding_loss`.
+  """
+  loss = jaxrnn.sequence_cross_entropy(outputs[-1:], batch.targets[None], reduce="sum")
+  correct = jnp.argmax(outputs[-1], axis=-1) == batch.targets
+  return loss, {"metric": loss, "accuracy": jnp.mean(correct)}
+
+
+def digits_task(seq_len: int) -> Task:
+  """Sequential digits: classify an 8x8 digit read in `seq_len` steps.
+
+  Each training batch draws images of the training split uniformly with
+  replacement; the held-out set is the whole test split. The model's last
+  output is the class's logits. The baseline is the test cross-entropy of the
+  training split's class frequencies (add-one smoothed); the non-recurrent
+  classifiers of `digits_nonrecurrent_baselines` are the bar to compare with.
+
+  Raises:
+    ValueError: `seq_len` does not divide the 64 pixels, or no scikit-learn.
+  """
+  if seq_len < 1 or DIGITS_PIXELS % seq_len:
+    raise ValueError(
+        f"--seq_len={seq_len} does not divide the {DIGITS_PIXELS} pixels of a digit; use 64 "
+        "(one pixel per step, the default), 8 (one row per step), or 32, 16, 4, 2, 1.")
+  split = digits_split()
+  images, labels = jnp.asarray(split.train_images), jnp.asarray(split.train_labels)
+  test = digits_sequences(split.test_images, seq_len)
+  return Task(
+      name="digits", seq_len=seq_len, input_size=DIGITS_PIXELS // seq_len,
+      output_size=DIGITS_CLASSES, tokens=False,
+      sample=lambda key, batch_size: _digits_batch(images, labels, key, batch_size, seq_len),
+      eval_batches=[Batch(jnp.asarray(test[:, i:i + EVAL_BATCH]),
+                          jnp.asarray(split.test_labels[i:i + EVAL_BATCH]))
+                    for i in range(0, DIGITS_TEST, EVAL_BATCH)],
+      loss=last_step_cross_entropy,
+      baseline=unigram_cross_entropy(split.train_labels, split.test_labels, DIGITS_CLASSES),
+      baseline_name="class frequencies", targets_axis=0)
+
+
+def digits_nonrecurrent_baselines() -> dict:
+  """Two non-recurrent classifiers of the 64 pixels, trained and tested on `digits_split`.
+
+  ``logistic_regression`` is scikit-learn's L2-regularised multinomial
+  logistic regression (C=1, lbfgs); ``mlp`` its `MLPClassifier` with one hidden
+  layer of 128 ReLU units (adam, ``random_state=0``). Both run on one thread,
+  which makes them deterministic and, next to JAX's threads, fast (~1 s).
+
+  Returns:
+    ``{name: {"test_accuracy": ..., "test_loss": cross-entropy in nats}}``.
+  """
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  from sklearn import linear_model  # pylint: disable=g-import-not-at-top
+  from sklearn import neural_network  # pylint: disable=g-import-not-at-top
+
+  split = digits_split()
+  classifiers = {
+      "logistic_regression": linear_model.LogisticRegression(max_iter=2000),
+      "mlp": neural_network.MLPClassifier((128,), max_iter=1000, random_state=0),
+  }
+  results = {}
+  with threadpoolctl.threadpool_limits(limits=1):
+    for name, classifier in classifiers.items():
+      classifier.fit(split.train_images, split.train_labels)
+      probs = classifier.predict_proba(split.test_images)
+      picked = probs[np.arange(DIGITS_TEST), split.test_labels]
+      results[name] = {
+          "test_accuracy": float(np.mean(np.argmax(probs, -1) == split.test_labels)),
+          "test_loss": float(-np.mean(np.log(np.maximum(picked, 1e-12))))}
+  return results
+
+
 # --- construction -----------------------------------------------------------
 
 
@@ -275,9 +457,11 @@ def make_task(name: str, seq_len: Optional[int] = None, *, eval_size: int = 1000
   """Builds a task.
 
   Args:
-    name: "adding", "copy" or "charlm".
-    seq_len: the length parameter (None: `DEFAULT_SEQ_LEN[name]`).
-    eval_size: sequences in the held-out set of the synthetic tasks.
+    name: "adding", "copy", "charlm" or "digits".
+    seq_len: the length parameter (None: `DEFAULT_SEQ_LEN[name]`); for digits
+      the steps an image is read in, a divisor of 64.
+    eval_size: sequences in the held-out set of the synthetic tasks (charlm and
+      digits hold out a fixed part of their data).
     eval_key: key drawing that held-out set (default: `TEST_KEY_SEED`, a key
       that no seed's training stream uses).
     data_path: charlm's corpus (None: the built-in one).
@@ -293,6 +477,8 @@ def make_task(name: str, seq_len: Optional[int] = None, *, eval_size: int = 1000
                      f"{MIN_SEQ_LEN[name]}.")
   if name == "charlm":
     return charlm_task(read_corpus(data_path), seq_len)
+  if name == "digits":
+    return digits_task(seq_len)
   eval_key = jax.random.PRNGKey(TEST_KEY_SEED) if eval_key is None else eval_key
   keys = jax.random.split(eval_key, -(-eval_size // EVAL_BATCH))
   sizes = [min(EVAL_BATCH, eval_size - i * EVAL_BATCH) for i in range(len(keys))]
@@ -300,7 +486,8 @@ def make_task(name: str, seq_len: Optional[int] = None, *, eval_size: int = 1000
     sample = lambda key, batch_size: adding_batch(key, batch_size, seq_len)
     return Task(name="adding", seq_len=seq_len, input_size=2, output_size=1, tokens=False,
                 sample=sample, eval_batches=[sample(k, n) for k, n in zip(keys, sizes)],
-                loss=adding_loss, baseline=ADDING_BASELINE, baseline_name="predict 1")
+                loss=adding_loss, baseline=ADDING_BASELINE, baseline_name="predict 1",
+                targets_axis=0)
   sample = lambda key, batch_size: copy_batch(key, batch_size, seq_len)
   return Task(name="copy", seq_len=seq_len, input_size=COPY_VOCAB, output_size=COPY_VOCAB,
               tokens=True, sample=sample,

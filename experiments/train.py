@@ -1,7 +1,9 @@
-"""Trains a recurrent network on the adding, copy or character-LM task.
+"""Trains a recurrent network on the adding, copy, character-LM or sequential-digits task.
 
     python -m experiments.train                      # LSTM char-LM on Python's help text
     python -m experiments.train --task=adding --cell=gru --seq_len=100 --steps=4000
+    python -m experiments.train --task=adding --cell=gru --seeds=5   # seeds 0..4 side by side
+    python -m experiments.train --task=digits --cell=lstm   # 8x8 digits, one pixel per step
     python -m experiments.train --task=adding --cell=gru --unroll=parallel --parallel_method=newton
 
 Re-running with the same --workdir resumes from its latest checkpoint.
@@ -65,7 +67,8 @@ EMBED_SIZE = flags.DEFINE_integer("embed_size", _DEFAULTS.embed_size,
                                   "Token embedding size (copy, charlm).", lower_bound=1)
 SEQ_LEN = flags.DEFINE_integer(
     "seq_len", None, "Sequence length T (the delay for copy, whose sequences have T+20 "
-    f"steps). Default: {tasks.DEFAULT_SEQ_LEN}.", lower_bound=1)
+    "steps; for digits the steps an image is read in: 64 one pixel per step, 8 one row per "
+    f"step). Default: {tasks.DEFAULT_SEQ_LEN}.", lower_bound=1)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Sequences per batch.",
                                   lower_bound=1)
 STEPS = flags.DEFINE_integer("steps", _DEFAULTS.steps, "Training steps.", lower_bound=1)
@@ -90,6 +93,10 @@ ADAPTIVE_CLIP = flags.DEFINE_float("adaptive_clip", _DEFAULTS.adaptive_clip,
                                    "Adaptive gradient clipping ratio; 0 turns it off.",
                                    lower_bound=0.0)
 SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of initialisation and data.")
+SEEDS = flags.DEFINE_integer(
+    "seeds", _DEFAULTS.seeds, "Independent models trained side by side in one vmapped step: "
+    "seeds --seed .. --seed + --seeds - 1, each exactly as --seed alone would train it.",
+    lower_bound=1)
 WORKDIR = flags.DEFINE_string("workdir", _DEFAULTS.workdir,
                               "Directory of checkpoints, metrics and summary.")
 CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
@@ -162,7 +169,8 @@ def config_from_flags() -> trainer.Config:
       batch_size=BATCH_SIZE.value, steps=STEPS.value, optimizer=OPTIMIZER.value,
       learning_rate=LEARNING_RATE.value, momentum=MOMENTUM.value, clip_norm=CLIP_NORM.value,
       clip_value=CLIP_VALUE.value, adaptive_clip=ADAPTIVE_CLIP.value, schedule=SCHEDULE.value,
-      warmup_steps=WARMUP_STEPS.value, seed=SEED.value, workdir=WORKDIR.value,
+      warmup_steps=WARMUP_STEPS.value, seed=SEED.value, seeds=SEEDS.value,
+      workdir=WORKDIR.value,
       checkpoint_every=CHECKPOINT_EVERY.value, eval_every=EVAL_EVERY.value,
       log_every=LOG_EVERY.value, data_path=DATA_PATH.value, eval_size=EVAL_SIZE.value,
       sample_length=SAMPLE_LENGTH.value, num_devices=NUM_DEVICES.value,
@@ -191,14 +199,34 @@ def main(argv):
     sys.exit(STOPPED_EXIT_STATUS)
   if jax.process_index() != 0:
     return
-  print(f"{summary['task']} {summary['cell']}: test loss {summary['test_loss']:.4f} vs "
-        f"{summary['baseline']} baseline {summary['baseline_loss']:.4f} "
-        f"(ratio {summary['loss_over_baseline']:.3f})"
-        + (f", accuracy {summary['test_accuracy']:.3f}"
-           if summary["test_accuracy"] is not None else "")
-        + f"; {summary['steps']} steps, {summary['wall_seconds']:.0f} s.")
+  print(result_line(summary))
   if "sample" in summary:
     print("Sample:\n" + summary["sample"])
+  for seed in summary.get("per_seed", ()):
+    if "sample" in seed:
+      print(f"Sample of seed {seed['seed']}:\n" + seed["sample"])
+
+
+def result_line(summary: dict) -> str:
+  """The run's held-out result in one line: one seed's figures, or their mean and spread."""
+  if "per_seed" in summary:
+    mean, std = summary["mean"], summary["std"]
+    line = (f"{summary['task']} {summary['cell']}, {len(summary['seeds'])} seeds: test loss "
+            f"{mean['test_loss']:.4f} ± {std['test_loss']:.4f} vs {summary['baseline']} "
+            f"baseline {summary['baseline_loss']:.4f} (ratio {mean['loss_over_baseline']:.3f})")
+    if "test_accuracy" in mean:
+      line += f", accuracy {mean['test_accuracy']:.3f} ± {std['test_accuracy']:.3f}"
+    if "solved" in summary:
+      line += f"; solved {summary['solved']}/{len(summary['seeds'])} ({summary['bar']})"
+  else:
+    line = (f"{summary['task']} {summary['cell']}: test loss {summary['test_loss']:.4f} vs "
+            f"{summary['baseline']} baseline {summary['baseline_loss']:.4f} "
+            f"(ratio {summary['loss_over_baseline']:.3f})")
+    if summary["test_accuracy"] is not None:
+      line += f", accuracy {summary['test_accuracy']:.3f}"
+  for name, result in summary.get("nonrecurrent_baselines", {}).items():
+    line += f"; {name.replace('_', ' ')} accuracy {result['test_accuracy']:.3f}"
+  return line + f"; {summary['steps']} steps, {summary['wall_seconds']:.0f} s."
 
 
 def _show_only_own_info_logs():

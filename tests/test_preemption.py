@@ -99,10 +99,11 @@ class SigtermTest(absltest.TestCase):
     super().setUp()
     self.tmp = self.enter_context(tempfile.TemporaryDirectory())
 
-  def _check_stop_and_resume(self, steps: int, num_processes: int, signalled: int):
+  def _check_stop_and_resume(self, steps: int, num_processes: int, signalled: int,
+                             seeds: int = 1):
     # The only periodic checkpoint is the last one, so any other was written for SIGTERM.
     config = dataclasses.replace(TINY, steps=steps, checkpoint_every=steps, eval_every=steps,
-                                 workdir=os.path.join(self.tmp, "stopped"))
+                                 seeds=seeds, workdir=os.path.join(self.tmp, "stopped"))
     whole = dataclasses.replace(config, workdir=os.path.join(self.tmp, "whole"))
     if num_processes > 1:  # The reference runs meanwhile, as two processes too.
       reference = _Ranks(self, _flags(whole), num_processes)
@@ -134,7 +135,8 @@ class SigtermTest(absltest.TestCase):
     self.assertEqual(_metrics(whole.workdir), _metrics(config.workdir))
 
   def test_one_process_checkpoints_stops_and_resumes_bitwise(self):
-    self._check_stop_and_resume(steps=300, num_processes=1, signalled=0)
+    # With two seeds side by side (--seeds=2); the two-process run below trains one.
+    self._check_stop_and_resume(steps=300, num_processes=1, signalled=0, seeds=2)
 
   def test_two_processes_stop_at_one_step_and_resume_bitwise(self):
     # JAX's preemption service tells process 0 of the SIGTERM that process 1 got. Agreeing on

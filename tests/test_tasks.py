@@ -146,6 +146,67 @@ class CharLMTest(absltest.TestCase):
       self.assertEqual(tasks.read_corpus(good), "héllo")
 
 
+class DigitsTest(parameterized.TestCase):
+
+  def test_split_is_fixed(self):
+    split = tasks.digits_split()
+    again = tasks.digits_split.__wrapped__()  # Read from scikit-learn once more, past the cache.
+    for got, want in zip(again, split):
+      np.testing.assert_array_equal(got, want, strict=True)
+    self.assertEqual([a.shape for a in split], [(1437, 64), (1437,), (360, 64), (360,)])
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+    images, labels = datasets.load_digits(return_X_y=True)
+    # The file's order, no shuffling: the first 1437 train, the last 360 test.
+    np.testing.assert_array_equal(split.test_images * 16, images[1437:])
+    np.testing.assert_array_equal(split.train_labels, labels[:1437])
+    self.assertEqual(split.test_images.min(), 0.0)
+    self.assertEqual(split.test_images.max(), 1.0)
+    # Every class in both parts, none with under 8% of the test images.
+    self.assertGreater(np.bincount(split.test_labels, minlength=10).min(), 0.08 * 360)
+    self.assertEqual(set(split.train_labels.tolist()), set(range(10)))
+
+  @parameterized.parameters((64, 1), (8, 8), (16, 4))
+  def test_images_are_read_in_seq_len_steps(self, seq_len, features):
+    task = tasks.make_task("digits", seq_len)
+    self.assertEqual((task.seq_len, task.input_size, task.output_size), (seq_len, features, 10))
+    split = tasks.digits_split()
+    test = np.concatenate([np.asarray(b.inputs) for b in task.eval_batches], axis=1)
+    self.assertEqual(test.shape, (seq_len, 360, features))
+    image = split.test_images[3].reshape(8, 8)
+    if seq_len == 8:  # One row per step.
+      np.testing.assert_array_equal(test[:, 3], image)
+    np.testing.assert_array_equal(test[:, 3].ravel(), image.ravel())  # Row-major pixels.
+    np.testing.assert_array_equal(
+        np.concatenate([np.asarray(b.targets) for b in task.eval_batches]), split.test_labels)
+    batch = task.sample(jax.random.PRNGKey(0), 5)
+    np.testing.assert_array_equal(batch.inputs, task.sample(jax.random.PRNGKey(0), 5).inputs)
+    train = np.asarray(batch.inputs).transpose(1, 0, 2).reshape(5, 64)
+    for row, label in zip(train, np.asarray(batch.targets)):
+      # Training batches come from the training part only, each image with its label.
+      self.assertTrue(np.any((split.train_images == row).all(axis=1)
+                             & (split.train_labels == label)))
+
+  def test_loss_scores_the_last_step_and_the_baseline_is_the_class_frequencies(self):
+    task = tasks.make_task("digits")
+    batch = task.eval_batches[0]
+    labels = np.asarray(batch.targets)
+    right = jax.nn.one_hot(labels, 10) * 30.0
+    outputs = jnp.concatenate([jnp.full((63, 360, 10), 7.0), right[None]])
+    loss, metrics = task.loss(outputs, batch)
+    self.assertLess(float(loss), 1e-6)
+    self.assertEqual(float(metrics["accuracy"]), 1.0)
+    _, metrics = task.loss(outputs[:, :, ::-1], batch)
+    self.assertLess(float(metrics["accuracy"]), 0.2)
+    prior = np.log((np.bincount(tasks.digits_split().train_labels, minlength=10) + 1) / 1447)
+    uniform_loss, _ = task.loss(jnp.broadcast_to(jnp.asarray(prior), (64, 360, 10)), batch)
+    self.assertAlmostEqual(float(uniform_loss), task.baseline, places=5)
+
+  @parameterized.parameters(5, 63, 128)
+  def test_seq_len_must_divide_the_pixels(self, seq_len):
+    with self.assertRaisesRegex(ValueError, f"--seq_len={seq_len} does not divide the 64"):
+      tasks.make_task("digits", seq_len)
+
+
 class MakeTaskTest(parameterized.TestCase):
 
   @parameterized.parameters(("adding", 1), ("copy", 0), ("charlm", 0))

@@ -115,8 +115,11 @@ def check_shared(directory: str, timeout: float) -> None:
         "--shared_workdir_timeout if that filesystem is slow to show new files.")
 
 
-def check_config(path: str, fingerprint: dict) -> None:
+def check_config(path: str, fingerprint: dict, omitted: Optional[dict] = None) -> None:
   """Records `fingerprint` at `path`, or checks it against the one recorded there.
+
+  ``omitted`` gives the value a setting has where a fingerprint leaves it out
+  (a default kept out of older workdirs' records), for the error message.
 
   Raises:
     CheckpointError: the workdir was made by a run with other settings.
@@ -129,7 +132,9 @@ def check_config(path: str, fingerprint: dict) -> None:
       recorded = json.load(f)
   except (OSError, ValueError) as e:
     raise CheckpointError(f"cannot read {path} ({e}); use another --workdir.") from e
-  changed = [f"{k}: {recorded.get(k)!r} there, {fingerprint.get(k)!r} now"
+  omitted = omitted or {}
+  shown = lambda record, k: record.get(k, omitted.get(k))
+  changed = [f"{k}: {shown(recorded, k)!r} there, {shown(fingerprint, k)!r} now"
              for k in sorted(set(recorded) | set(fingerprint))
              if recorded.get(k) != fingerprint.get(k)]
   if changed:

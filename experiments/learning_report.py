@@ -8,7 +8,8 @@ mean ± std over the run's seeds (`--seeds`; the std is the sample standard
 deviation), and how many seeds met the task's bar (`tasks.BARS`). A run of one
 seed is one seed's figures with no spread. The non-recurrent classifiers of
 the digits runs and the charlm LSTM-against-tanh-RNN comparison follow the
-table.
+table. "wall s" is the `wall_seconds` of the run's last process: a run resumed
+from a checkpoint counts only the stretch after its last restart.
 """
 
 import json
@@ -85,6 +86,8 @@ def main(argv: list[str]) -> None:
   if len(argv) < 2:
     sys.exit(f"usage: python -m experiments.learning_report RUNS_DIR [NAME ...]\n{__doc__}")
   runs_dir, names = argv[1], argv[2:]
+  if not os.path.isdir(runs_dir):
+    sys.exit(f"no runs directory {runs_dir}")
   if not names:
     names = sorted(n for n in os.listdir(runs_dir)
                    if os.path.exists(os.path.join(runs_dir, n, "summary.json")))

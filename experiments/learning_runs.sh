@@ -2,7 +2,7 @@
 # The acceptance learning runs of experiments.train, five seeds each, one run after the other,
 # then the table.
 #
-#   bash experiments/learning_runs.sh [RUNS_DIR]        # default RUNS_DIR=/tmp/jaxrnn_runs
+#   bash experiments/learning_runs.sh [RUNS_DIR]        # default RUNS_DIR=/tmp/jaxrnn_runs5
 #
 # Each run trains seeds 0..4 side by side (--seeds=5, one vmapped step) and writes
 # RUNS_DIR/<name>/{summary.json,metrics.jsonl,loss_curve.png} and its log to
@@ -12,7 +12,7 @@
 # "Learning results").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS="${1:-/tmp/jaxrnn_runs}"
+RUNS="${1:-/tmp/jaxrnn_runs5}"  # not the single-seed commands' /tmp/jaxrnn_runs
 mkdir -p "$RUNS"
 
 SEEDS="--seeds=5"
@@ -22,6 +22,7 @@ CHARLM="--task=charlm --hidden_size=128 --steps=3000 $SEEDS"
 DIGITS="--task=digits --hidden_size=64 --batch_size=64 --learning_rate=3e-3 --schedule=cosine --steps=3000 $SEEDS"
 NAMES=(adding_lstm adding_gru copy_lstm copy_gru charlm_lstm charlm_rnn digits_lstm digits_gru)
 
+FAILED=()
 run() {
   local name="$1"; shift
   echo "== $name: python -m experiments.train $* --workdir=$RUNS/$name"
@@ -29,6 +30,7 @@ run() {
     grep -m1 "test loss" "$RUNS/$name.log"
   else
     echo "FAILED (see $RUNS/$name.log)"
+    FAILED+=("$name")
   fi
 }
 
@@ -41,4 +43,9 @@ run charlm_rnn $CHARLM --cell=rnn
 run digits_lstm $DIGITS --cell=lstm
 run digits_gru $DIGITS --cell=gru
 
+if ((${#FAILED[@]})); then
+  # A failed run may have left an older summary.json behind: no table from it.
+  echo "not reporting: ${FAILED[*]} failed" >&2
+  exit 1
+fi
 python -m experiments.learning_report "$RUNS" "${NAMES[@]}"

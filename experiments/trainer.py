@@ -255,6 +255,8 @@ def batch_sampler(experiment: Experiment, batch_size: int) -> Callable[[int], ta
 # The cell options of `Config` (the flags' names) and the values that leave them off.
 _CELL_OPTIONS = {"peephole": False, "layer_norm": False, "proj_size": None,
                  "recurrent_dropout": 0.0, "zoneout": 0.0, "zoneout_cell": None}
+# Settings `fingerprint` leaves out at these values, as workdirs from before them recorded.
+OMITTED_DEFAULTS = {**_CELL_OPTIONS, "seeds": 1}
 
 
 def cell_options(config: Config) -> dict:
@@ -302,7 +304,7 @@ def _on_mesh(step: Callable, mesh, axes: tasks.Batch) -> Callable:
   replicated = jaxrnn.parallel.data_parallel(step, mesh, batch_axis=None)
 
   def run(state, batch: tasks.Batch):
-    if batch.inputs.shape[1] % mesh.size == 0:
+    if batch.inputs.shape[axes.inputs] % mesh.size == 0:  # with seeds, the batch axis is 2
       return sharded(state, jaxrnn.parallel.shard_batch(mesh, batch, axes))
     return replicated(state, jaxrnn.parallel.replicate(mesh, batch))
 
@@ -331,7 +333,7 @@ def fingerprint(config: Config) -> dict:
   for name in RESUMABLE_CHANGES:
     if name != "steps" or config.schedule == "constant":
       fields.pop(name)
-  for name, off in (*_CELL_OPTIONS.items(), ("seeds", 1)):  # left off, as in older workdirs
+  for name, off in OMITTED_DEFAULTS.items():  # left off, as in older workdirs
     if fields[name] == off:
       fields.pop(name)
   fields["seq_len"] = config.seq_len or tasks.DEFAULT_SEQ_LEN[config.task]
@@ -364,7 +366,8 @@ def _train(config: Config, stop: preemption.StopSignal) -> dict:
                       f"({e.strerror}).") from e
   checkpoints.check_shared(config.workdir, config.shared_workdir_timeout)
   if is_writer:
-    checkpoints.check_config(os.path.join(config.workdir, "config.json"), fingerprint(config))
+    checkpoints.check_config(os.path.join(config.workdir, "config.json"), fingerprint(config),
+                             OMITTED_DEFAULTS)
 
   state = jaxrnn.parallel.replicate(mesh, init_state(experiment))
   # Orbax finishes a background save by reporting its (older) step to JAX's preemption sync

@@ -254,6 +254,9 @@ class SeedsTest(absltest.TestCase):
     # a run of seeds: test_sigkill_and_restart_is_bitwise_identical.)
     with self.assertRaisesRegex(checkpoints.CheckpointError, "seeds: 3 there, 2 now"):
       trainer.train(trainer.dataclasses.replace(config, seeds=2))
+    # One seed is left out of the record (as in older workdirs) but named as 1.
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "seeds: 3 there, 1 now"):
+      trainer.train(trainer.dataclasses.replace(config, seeds=1))
 
 
 class DigitsRunTest(absltest.TestCase):

@@ -24,6 +24,11 @@ Usage:
   python -m experiments.benchmark --mode=memory --memory_shape=lstm:16:2048:64:256
   python -m experiments.benchmark --shapes=lstm:8:20:16:32 --peers=jaxrnn,torch --repeats=3
   python -m experiments.benchmark --mode=parallel --parallel_cells=gru --parallel_times=64,1024
+  # the issue's grid on a small CPU in about 15 minutes (rows past the budget are skipped):
+  python -m experiments.benchmark --mode=parallel --parallel_cells=gru,lstm \
+    --parallel_times=64,256,1024,4096,16384,65536 --parallel_hiddens=8,32,128,256 \
+    --parallel_repeats=3 --parallel_time_budget=840 --parallel_row_budget=20
+  python -m experiments.benchmark --mode=parallel --parallel_shapes=gru:1024:64,lstm:4096:8
 """
 
 import os
@@ -93,6 +98,17 @@ _PARALLEL_MAX_ITERS = flags.DEFINE_integer(
     "parallel_max_iters", None, "max_iters of parallel_unroll (default: T).", lower_bound=1)
 _PARALLEL_MAX_GB = flags.DEFINE_float(
     "parallel_max_gb", _PAR.max_gb, "Skip parallel rows whose Jacobians take more GB.")
+_PARALLEL_SHAPES = flags.DEFINE_string(
+    "parallel_shapes", None, "cell:T:H,... rows of --mode=parallel; replaces the product of"
+    " --parallel_cells, --parallel_times and --parallel_hiddens.")
+_PARALLEL_TIME_BUDGET = flags.DEFINE_float(
+    "parallel_time_budget", _PAR.time_budget_s, "Seconds for the whole --mode=parallel grid:"
+    " a row whose predicted time passes what is left is skipped, saying so (0: no limit).",
+    lower_bound=0)
+_PARALLEL_ROW_BUDGET = flags.DEFINE_float(
+    "parallel_row_budget", _PAR.row_budget_s, "Seconds for one row of --mode=parallel"
+    " (compile and timed runs): a row predicted to take longer is skipped (0: no limit).",
+    lower_bound=0)
 
 # Inside `Config` its field `peers` hides the module of that name.
 _Shape = peers.Shape
@@ -330,6 +346,13 @@ def run(config: Config) -> dict[str, Any]:
   return results
 
 
+def _parallel_shapes(text: str) -> list[tuple[str, int, int]]:
+  try:
+    return benchmark_parallel.parse_shapes(text)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
@@ -344,7 +367,9 @@ def main(argv: Sequence[str]) -> None:
       cells=_PARALLEL_CELLS.value, times=[int(t) for t in _PARALLEL_TIMES.value],
       hiddens=[int(h) for h in _PARALLEL_HIDDENS.value], batch=_PARALLEL_BATCH.value,
       paths=_PARALLEL_PATHS.value, repeats=_PARALLEL_REPEATS.value,
-      max_iters=_PARALLEL_MAX_ITERS.value, max_gb=_PARALLEL_MAX_GB.value)
+      max_iters=_PARALLEL_MAX_ITERS.value, max_gb=_PARALLEL_MAX_GB.value,
+      shapes=None if _PARALLEL_SHAPES.value is None else _parallel_shapes(_PARALLEL_SHAPES.value),
+      time_budget_s=_PARALLEL_TIME_BUDGET.value, row_budget_s=_PARALLEL_ROW_BUDGET.value)
   shapes = peers.parse_shapes(_SHAPES.value)
   if _DEEPBENCH.value and jax.default_backend() == "gpu":
     shapes += peers.parse_shapes(DEEPBENCH_SHAPES)

@@ -14,8 +14,9 @@
 #   BENCH_TIMEOUT_S (220), MEMORY_TIMEOUT_S (60): the two runs' time limits;
 #   MEMORY_FLAGS: extra flags of the memory run (split on spaces);
 #   PARALLEL_TIMEOUT_S (240; 0 skips the run), PARALLEL_FLAGS: the --mode=parallel run's
-#   time limit and flags (split on spaces; default a grid that fits in the limit:
-#   gru and min_gru, T 64..65536, H 8, 64, 256). It saves after every row.
+#   time limit and flags (split on spaces; default gru, lstm and min_gru, T 64..65536,
+#   H 8, 64, 256, with --parallel_time_budget at 85% of the limit, so rows predicted to
+#   pass it are skipped and listed). It saves after every row.
 #   GPU_CHECK_ALLOW_CPU=1: run on a machine without a GPU too (a dry run).
 set -euo pipefail
 out_dir="${1:?usage: experiments/gpu_benchmark.sh OUTDIR [BENCHMARK FLAGS...]}"
@@ -42,9 +43,9 @@ timeout -k 10 "${BENCH_TIMEOUT_S:-220}" "${python}" -m experiments.benchmark \
 timeout -k 10 "${MEMORY_TIMEOUT_S:-60}" "${python}" -m experiments.benchmark --mode=memory \
   --out_dir="${out_dir}/memory" ${memory_flags[@]+"${memory_flags[@]}"} 2>&1 \
   | tee "${out_dir}/memory_log.txt" || status=$?
-read -r -a parallel_flags <<< "${PARALLEL_FLAGS:---parallel_cells=gru,min_gru \
+read -r -a parallel_flags <<< "${PARALLEL_FLAGS:---parallel_cells=gru,lstm,min_gru \
 --parallel_times=64,1024,16384,65536 --parallel_hiddens=8,64,256 --parallel_repeats=3 \
---parallel_max_gb=20}"
+--parallel_max_gb=20 --parallel_time_budget=$(( ${PARALLEL_TIMEOUT_S:-240} * 85 / 100 ))}"
 if [[ "${PARALLEL_TIMEOUT_S:-240}" != 0 ]]; then
   timeout -k 10 "${PARALLEL_TIMEOUT_S:-240}" "${python}" -m experiments.benchmark --mode=parallel \
     --out_dir="${out_dir}/parallel" "${parallel_flags[@]}" 2>&1 \

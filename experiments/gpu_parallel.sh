@@ -31,7 +31,7 @@ echo "train: ${SECONDS} s, status ${status}" | tee -a "${out}/train_log.txt"
 tail -n 8 "${out}/train_log.txt"
 read -r -a parallel_flags <<< "${PARALLEL_FLAGS:---parallel_cells=gru,lstm,min_gru \
 --parallel_times=64,1024,16384,65536 --parallel_hiddens=8,64,256 --parallel_repeats=3 \
---parallel_max_gb=40}"
+--parallel_max_gb=40 --parallel_time_budget=$(( ${PARALLEL_TIMEOUT_S:-220} * 85 / 100 ))}"
 timeout -k 10 "${PARALLEL_TIMEOUT_S:-220}" "${python}" -m experiments.benchmark --mode=parallel \
   --out_dir="${out}/parallel" "${parallel_flags[@]}" > "${out}/parallel_log.txt" 2>&1 || status=$?
 tail -n 80 "${out}/parallel_log.txt"

@@ -200,10 +200,11 @@ class BenchmarkRunTest(absltest.TestCase):
 class ParallelModeTest(absltest.TestCase):
 
   def test_rows_skips_and_table(self):
-    # newton's Jacobians (3.8e-7 GB here) pass max_gb, quasi_newton's (1.9e-7) do not.
+    # elk's Jacobians (three [T, B, D, D] arrays, 1.2e-6 GB here) pass max_gb,
+    # quasi_elk's (three [T, B, D], 5.8e-7 GB) do not.
     parallel = benchmark_parallel.ParallelConfig(
         cells=("gru",), times=(4,), hiddens=(2,), batch=2,
-        paths=("sequential", "newton", "quasi_elk"), repeats=1, max_gb=3e-7)
+        paths=("sequential", "elk", "quasi_elk"), repeats=1, max_gb=8e-7)
     config = benchmark.Config(shapes=[], modes=["parallel"], peers=["jaxrnn"],
                               out_dir=self.create_tempdir().full_path, parallel=parallel)
     results = benchmark.run(config)
@@ -215,12 +216,37 @@ class ParallelModeTest(absltest.TestCase):
       else:
         self.assertTrue(row["converged"])
         self.assertEqual(row["depth"], benchmark_parallel.depth(4, row["iterations"]))
-    self.assertEqual([s["peer"] for s in results["skipped"]], ["newton"])
+    self.assertEqual([s["peer"] for s in results["skipped"]], ["elk"])
     self.assertIn("GB > max_gb", results["skipped"][0]["reason"])
     table = benchmark_parallel.format_table(results["parallel"], results["skipped"])
     self.assertIn("| gru | 4 | 2 | quasi_elk | train |", table)
     with open(os.path.join(config.out_dir, report.JSON_NAME)) as f:
       self.assertLen(json.load(f)["parallel"], 4)
+
+  def test_shapes_and_time_budgets(self):
+    parallel = benchmark_parallel.ParallelConfig(
+        shapes=[("gru", 3, 2), ("gru", 5, 2)], batch=1, paths=("sequential", "quasi_newton"),
+        modes=("forward",), repeats=1, row_budget_s=1e-9)
+    skipped = []
+    rows = benchmark_parallel.benchmark(parallel, skipped)
+    # Each path's first row runs (nothing to predict from); the next is predicted too long.
+    self.assertEqual([(r["T"], r["path"]) for r in rows], [(3, "sequential"), (3, "quasi_newton")])
+    self.assertLen(skipped, 2)
+    for s in skipped:
+      self.assertIn("gru:1:5:2:2", s["shape"])
+      self.assertRegex(s["reason"], r"predicted .* s > the row budget of 1e-09 s")
+    skipped = []
+    self.assertEqual(benchmark_parallel.benchmark(
+        parallel._replace(row_budget_s=0.0, time_budget_s=1e-9), skipped), [])
+    self.assertLen(skipped, 4)
+    self.assertIn("the time budget of 1e-09 s is spent", skipped[0]["reason"])
+
+  def test_parse_shapes(self):
+    self.assertEqual(benchmark_parallel.parse_shapes("gru:1024:64, lstm:8:256"),
+                     [("gru", 1024, 64), ("lstm", 8, 256)])
+    for bad in ("gru:1024", "foo:1:2", "gru:0:4", "gru:x:4"):
+      with self.assertRaisesRegex(ValueError, "parallel_shapes: expected cell:T:H"):
+        benchmark_parallel.parse_shapes(bad)
 
   def test_main_reads_the_parallel_flags(self):
     out_dir = self.create_tempdir().full_path

@@ -174,6 +174,45 @@ def linear_scan(A: Array, b: Array, *, diagonal: bool) -> Array:
   return lax.associative_scan(combine, (A, b))[1]
 
 
+def solve_small(m: Array, x: Array) -> Array:
+  """``m^-1 x`` for a batch of small systems, ``m`` ``[..., D, D]``, ``x`` ``[..., D, K]``.
+
+  Gauss--Jordan elimination with partial pivoting (the pivots LAPACK's
+  ``getrf`` picks), in plain XLA operations: ``D`` steps of a
+  `jax.lax.fori_loop`, each a rank-one update of the augmented ``[m | x]``.
+
+  Why not `jnp.linalg.solve`: on XLA:CPU (jaxlib 0.10.2) its LAPACK custom
+  calls (``getrf``, ``trsm``) split their batch over the intra-op thread pool
+  they already run on (``jax::ParallelBatchMap``) and block until the pieces
+  finish. When two such calls run at once (independent solves in the same
+  computation, as in `damped_scan`'s combine) and they hold every pool
+  thread, nothing is left to run the pieces and the process sleeps forever.
+  Minimal reproduction on a 2-core machine: a jitted `jax.lax.while_loop`
+  whose body does two independent ``jnp.linalg.solve`` of ``[2048, 8, 8]``
+  systems (each fed by an elementwise op), called a few times.
+  ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`` does not avoid it.
+  """
+  D = m.shape[-1]
+  aug = jnp.concatenate([m, x], axis=-1)
+  rows = jnp.arange(D)
+
+  def step(k, aug):
+    col = lax.dynamic_index_in_dim(aug, k, axis=-1, keepdims=False)  # [..., D]
+    p = jnp.argmax(jnp.where(rows >= k, jnp.abs(col), -1), axis=-1)  # the pivot row
+    e_k = (rows == k).astype(aug.dtype)
+    e_p = (rows == p[..., None]).astype(aug.dtype)
+    row_k = lax.dynamic_index_in_dim(aug, k, axis=-2, keepdims=False)
+    row_p = jnp.einsum("...i,...ij->...j", e_p, aug, precision=lax.Precision.HIGHEST)
+    # Swap rows k and p (nothing when p == k).
+    aug = aug + (e_k - e_p)[..., :, None] * (row_p - row_k)[..., None, :]
+    pivot = row_p / lax.dynamic_index_in_dim(row_p, k, axis=-1)
+    col = lax.dynamic_index_in_dim(aug, k, axis=-1, keepdims=False)
+    # Row k becomes the normalised pivot row, every other row loses its column k.
+    return aug - (col - e_k)[..., :, None] * pivot[..., None, :]
+
+  return lax.fori_loop(0, D, step, aug)[..., D:]
+
+
 class _Ops(NamedTuple):
   """Matrix algebra on ``[..., D, D]`` blocks, or on diagonals ``[..., D]``."""
   mm: Callable
@@ -191,7 +230,7 @@ def _ops(diagonal):
   t = lambda a: jnp.swapaxes(a, -1, -2)
   eye = lambda like: jnp.broadcast_to(jnp.eye(like.shape[-1], dtype=like.dtype), like.shape)
   return _Ops(_mm, _mv, t, eye, lambda m: m + eye(m),
-              lambda m, x: t(jnp.linalg.solve(t(m), t(x))))
+              lambda m, x: t(solve_small(t(m), t(x))))
 
 
 def damped_scan(F: Array, u: Array, damping: float, *, diagonal: bool) -> Array:

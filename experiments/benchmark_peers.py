@@ -208,7 +208,8 @@ def _jaxrnn_cell(shape: Shape, dtype) -> jaxrnn.Model:
   if shape.cell == CONV_CELL:
     if dtype is not None:
       raise Unsupported(f"jaxrnn's {shape.cell} cell takes no dtype")
-    return jaxrnn.conv_lstm(shape.hidden, spatial_shape=shape.spatial, kernel_size=shape.kernel)
+    return jaxrnn.conv_lstm(shape.hidden, kernel_size=shape.kernel,
+                            spatial_dims=len(shape.spatial))
   cell, options, _ = CELL_VARIANTS.get(shape.cell, (shape.cell, {}, None))
   if dtype is not None:
     if not model_lib.takes_option(cell, "dtype"):

@@ -2,7 +2,7 @@
 
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -46,14 +46,17 @@ def _embedding(params: ModelParams) -> jax.Array:
   return params.embedding
 
 
-# The convolutional LSTM is not in `jaxrnn.CELLS`: its constructor needs a spatial shape and a
-# kernel size, not just H. `sequence_model` builds it itself (see `conv_lstm_core`).
+# The convolutional LSTM is not in `jaxrnn.CELLS`: its constructor needs a kernel size and the
+# number of spatial axes, not just H. `sequence_model` builds it itself (see `conv_lstm_core`).
 CONV_CELL = "conv_lstm"
 CELL_NAMES = (*jaxrnn.CELLS, CONV_CELL)
+# The options of `make_cell` that `conv_lstm_core` takes too.
+_CONV_OPTIONS = ("recurrent_dropout", "zoneout", "zoneout_cell")
 
 
 def conv_lstm_core(hidden_channels: int, num_layers: int, input_size: int,
-                   kernel_size: int) -> jaxrnn.Model:
+                   kernel_size: int, *, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                   zoneout_cell: Optional[float] = None) -> jaxrnn.Model:
   """`jaxrnn.conv_lstm` layers over feature vectors, each read as a 1-D grid.
 
   A step's ``F`` features become ``F`` positions of one channel (``[B, F] ->
@@ -69,12 +72,15 @@ def conv_lstm_core(hidden_channels: int, num_layers: int, input_size: int,
     num_layers: 1 gives one cell, more a `jaxrnn.stack`.
     input_size: F, the features per step (the grid's length).
     kernel_size: the 1-D kernel size.
+    recurrent_dropout, zoneout, zoneout_cell: each layer's regulariser, as
+      in `make_cell` (``zoneout_cell`` is the rate of the cell state ``c``).
 
   Returns:
     The core, a `jaxrnn.Model`.
   """
-  layers = [jaxrnn.conv_lstm(hidden_channels, spatial_shape=(input_size,),
-                             kernel_size=kernel_size) for _ in range(num_layers)]
+  layers = [_regularised(jaxrnn.conv_lstm(hidden_channels, kernel_size=kernel_size,
+                                          spatial_dims=1),
+                         recurrent_dropout, zoneout, zoneout_cell) for _ in range(num_layers)]
   conv = layers[0] if num_layers == 1 else jaxrnn.stack(layers)
   flat = lambda y: y.reshape(y.shape[:-2] + (-1,))
 
@@ -86,10 +92,15 @@ def conv_lstm_core(hidden_channels: int, num_layers: int, input_size: int,
     final, ys = conv.forward(params, xs[..., None], state, ctx)
     return final, flat(ys)
 
+  spatial_initial_state = cast(jaxrnn.SpatialInitialStateFn, conv.initial_state)  # spatial_dims=1
+
+  def initial_state(params, batch_size):
+    return spatial_initial_state(params, batch_size, spatial_shape=(input_size,))
+
   return conv._replace(
-      init=lambda key, size: conv.init(key, 1), step=step, forward=forward,
-      output_size=input_size * hidden_channels, input_size=lambda params: input_size,
-      spatial_shape=())
+      init=lambda key, size: conv.init(key, 1), initial_state=initial_state, step=step,
+      forward=forward, output_size=input_size * hidden_channels,
+      input_size=lambda params: input_size, spatial_dims=0)
 
 
 def takes_option(cell: str, option: str) -> bool:
@@ -126,7 +137,13 @@ def make_cell(cell: str, hidden_size: int, *, recurrent_dropout: float = 0.0,
     raise ValueError(f"--cell={cell!r}: expected one of jaxrnn.CELLS ({', '.join(jaxrnn.CELLS)})"
                      f" or {CONV_CELL}.")
   taken = {name: value for name, value in options.items() if takes_option(cell, name)}
-  model = jaxrnn.CELLS[cell](hidden_size, **taken)
+  return _regularised(jaxrnn.CELLS[cell](hidden_size, **taken), recurrent_dropout, zoneout,
+                      zoneout_cell)
+
+
+def _regularised(model: jaxrnn.Model, recurrent_dropout: float, zoneout: float,
+                 zoneout_cell: Optional[float]) -> jaxrnn.Model:
+  """``model`` wrapped in `jaxrnn.recurrent_dropout` or `jaxrnn.zoneout` where their rates ask."""
   if recurrent_dropout:
     model = jaxrnn.recurrent_dropout(model, recurrent_dropout)
   if zoneout or zoneout_cell is not None:
@@ -173,7 +190,8 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
       returns NaN outputs if its solve does not converge, so a run never goes
       on silently from an unconverged solve.
     **cell_options: options of `make_cell` (e.g. ``peephole=True``,
-      ``zoneout=0.1``), for every layer; ``conv_lstm`` takes none.
+      ``zoneout=0.1``), for every layer; ``conv_lstm`` takes only the
+      regularisers (``recurrent_dropout``, ``zoneout``, ``zoneout_cell``).
 
   Returns:
     A `SequenceModel`.
@@ -183,9 +201,12 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
   """
   core_input_size = embed_size if tokens else input_size
   if cell == CONV_CELL:
-    if cell_options:
-      raise ValueError(f"--cell={CONV_CELL} takes none of the options {sorted(cell_options)}.")
-    core = conv_lstm_core(hidden_size, num_layers, core_input_size, conv_kernel_size)
+    other = sorted(set(cell_options) - set(_CONV_OPTIONS))
+    if other:
+      raise ValueError(f"--cell={CONV_CELL} takes none of the options {other}; it takes"
+                       f" {', '.join(_CONV_OPTIONS)}.")
+    core = conv_lstm_core(hidden_size, num_layers, core_input_size, conv_kernel_size,
+                          **cell_options)
   else:
     layers = [make_cell(cell, hidden_size, **cell_options) for _ in range(num_layers)]
     core = layers[0] if num_layers == 1 else jaxrnn.stack(layers)

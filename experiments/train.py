@@ -54,7 +54,8 @@ RECURRENT_DROPOUT, ZONEOUT, ZONEOUT_CELL = (
         ("recurrent_dropout", "Variational dropout rate of the state the recurrence reads"
                               " (jaxrnn.recurrent_dropout)."),
         ("zoneout", "Zoneout rate of the hidden state (jaxrnn.zoneout)."),
-        ("zoneout_cell", "Zoneout rate of the LSTM's cell state (default: --zoneout).")))
+        ("zoneout_cell", "Zoneout rate of the cell state of --cell=lstm or conv_lstm"
+                         " (default: --zoneout).")))
 HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", _DEFAULTS.hidden_size,
                                    "Units per layer (conv_lstm: channels per position).",
                                    lower_bound=1)

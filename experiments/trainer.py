@@ -81,7 +81,7 @@ class Config:
   proj_size: Optional[int] = None
   recurrent_dropout: float = 0.0  # regularisers of the recurrence, one at a time
   zoneout: float = 0.0
-  zoneout_cell: Optional[float] = None  # the LSTM's cell-state rate; None: zoneout
+  zoneout_cell: Optional[float] = None  # the (Conv)LSTM's cell-state rate; None: zoneout
   hidden_size: int = 128
   conv_kernel_size: int = 3  # conv_lstm only
   num_layers: int = 1
@@ -268,12 +268,15 @@ def cell_options(config: Config) -> dict:
   """
   options = {name: getattr(config, name) for name, off in _CELL_OPTIONS.items()
              if getattr(config, name) != off}
-  if config.cell == model_lib.CONV_CELL and options:
-    raise ConfigError(f"--cell={config.cell} takes none of --{', --'.join(sorted(options))}.")
+  if config.cell == model_lib.CONV_CELL:
+    other = sorted(set(options) - {"recurrent_dropout", "zoneout", "zoneout_cell"})
+    if other:
+      raise ConfigError(f"--cell={config.cell} takes none of --{', --'.join(other)}; of the"
+                        " cell options it takes only the regularisers.")
   for name in ("peephole", "layer_norm", "proj_size"):
     if name in options and not model_lib.takes_option(config.cell, name):
       raise ConfigError(f"--{name} is an option of --cell=lstm; --cell={config.cell} has none.")
-  if "zoneout_cell" in options and config.cell != "lstm":
+  if "zoneout_cell" in options and config.cell not in ("lstm", model_lib.CONV_CELL):
     raise ConfigError(f"--zoneout_cell sets the LSTM's cell-state rate; --cell={config.cell}"
                       " has no cell state.")
   for name in ("recurrent_dropout", "zoneout", "zoneout_cell"):

@@ -23,6 +23,7 @@ from jaxrnn._src.base import InitialStateFn
 from jaxrnn._src.base import Model
 from jaxrnn._src.base import Params
 from jaxrnn._src.base import PyTree
+from jaxrnn._src.base import SpatialInitialStateFn
 from jaxrnn._src.base import State
 from jaxrnn._src.base import StateGradClip
 from jaxrnn._src.base import StepFn
@@ -131,6 +132,7 @@ __all__ = (
     "RNNParams",
     "Readout",
     "RecurrentDropoutConfig",
+    "SpatialInitialStateFn",
     "StackConfig",
     "StackParams",
     "StackState",

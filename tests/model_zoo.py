@@ -114,3 +114,10 @@ def max_rel_error(a, b):
   num = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
   den = max(float(jnp.max(jnp.abs(y))) for y in jax.tree.leaves(b))
   return num / max(den, 1e-300)
+
+
+def compiled(fn, *args):
+  """``jax.jit(fn)(*args)``; compiling is nearly all of the time, faster without LLVM's passes."""
+  lowered = jax.jit(fn).lower(*args)
+  options = {"xla_backend_optimization_level": "0"} if jax.default_backend() == "cpu" else None
+  return lowered.compile(options)(*args)

@@ -148,16 +148,26 @@ class OptionCellsTest(parameterized.TestCase):
 # The convolutional LSTM, with its input shape (*spatial, C); small so that it stays fast.
 # test_kernels.py adds one-step checks of even, asymmetric and 3-D kernels.
 _CONV_CELLS = (
-    ("conv_lstm_1d", lambda: jaxrnn.conv_lstm(2, spatial_shape=(5,), kernel_size=3), (5, 2)),
-    ("conv_lstm_2d", lambda: jaxrnn.conv_lstm(2, spatial_shape=(4, 3), kernel_size=(3, 2)),
+    ("conv_lstm_1d", lambda: jaxrnn.conv_lstm(2, spatial_dims=1, kernel_size=3), (5, 2)),
+    ("conv_lstm_2d", lambda: jaxrnn.conv_lstm(2, kernel_size=(3, 2)),
      (4, 3, 2)),
     ("conv_lstm_2d_learned_state_stack", lambda: jaxrnn.learned_initial_state(jaxrnn.stack([
-        jaxrnn.conv_lstm(2, spatial_shape=(3, 3), kernel_size=3),
-        jaxrnn.conv_lstm(1, spatial_shape=(3, 3), kernel_size=1, bias=False, forget_bias=0.0)])),
+        jaxrnn.conv_lstm(2, kernel_size=3),
+        jaxrnn.conv_lstm(1, kernel_size=1, bias=False, forget_bias=0.0)])),
      (3, 3, 2)),
     ("conv_lstm_1d_bidirectional", lambda: jaxrnn.bidirectional(
-        jaxrnn.conv_lstm(2, spatial_shape=(4,), kernel_size=4, padding=[(2, 1)]),
-        jaxrnn.conv_lstm(1, spatial_shape=(4,), kernel_size=3)), (4, 2)),
+        jaxrnn.conv_lstm(2, spatial_dims=1, kernel_size=4, padding=[(2, 1)]),
+        jaxrnn.conv_lstm(1, spatial_dims=1, kernel_size=3)), (4, 2)),
+)
+
+
+# The regularisers on the convolutional LSTM, with their masks drawn ([B, H, W, Hc]).
+_REGULARISED_CONV_CELLS = (
+    ("recurrent_dropout_conv_lstm_2d",
+     lambda: jaxrnn.recurrent_dropout(jaxrnn.conv_lstm(2, kernel_size=(3, 2)), 0.3), (3, 2, 2)),
+    ("zoneout_conv_lstm_1d",
+     lambda: jaxrnn.zoneout(jaxrnn.conv_lstm(2, kernel_size=3, spatial_dims=1), 0.3,
+                            cell_rate=0.5), (4, 2)),
 )
 
 
@@ -175,9 +185,20 @@ class ConvLSTMTest(parameterized.TestCase):
     else:
       self.assertEmpty(report.skipped)
 
+  @parameterized.named_parameters(*_REGULARISED_CONV_CELLS)
+  def test_regularised_passes_with_masks_drawn(self, make, input_shape):
+    report = testing.check_cell(make(), input_shape, seq_len=4,
+                                unroll_kwargs={"rng": jax.random.PRNGKey(5)})
+    self.assertEmpty(report.skipped)
+    self.assertIn("bptt_vs_autodiff", report.passed)
+    self.assertIn("grad_vs_finite_differences", report.passed)
+
   def test_refuses_a_bad_input_shape(self):
     with self.assertRaisesRegex(ValueError, r"input_size: expected a positive int, or a shape"):
-      testing.check_cell(jaxrnn.conv_lstm(2, spatial_shape=(4,), kernel_size=3), (4, 0))
+      testing.check_cell(jaxrnn.conv_lstm(2, spatial_dims=1, kernel_size=3), (4, 0))
+    with self.assertRaisesRegex(ValueError, r"input_size: expected a shape \(\*spatial, C\) with 2"
+                                r" spatial axes \(model.spatial_dims\), got \(4, 2\)"):
+      testing.check_cell(jaxrnn.conv_lstm(2, kernel_size=3), (4, 2))
 
 
 class CheckCellTest(parameterized.TestCase):

@@ -202,87 +202,99 @@ class ToFlaxTest(parameterized.TestCase):
       interop.from_flax(rnn, variables)
 
 
-# ConvLSTMCell: 1-D and 2-D, small. (spatial_shape, kernel_size, padding)
+# ConvLSTMCell: 1-D and 2-D, small. (spatial shapes of the inputs, kernel_size, padding); the
+# variables of one cell serve inputs of every size, as one jaxrnn model does.
 CONV_SHAPES = (
-    ("1d", (5,), (3,), "SAME"),
-    ("2d", (4, 3), (3, 2), "SAME"),
-    ("2d_explicit_padding", (4, 3), (3, 3), ((2, 0), (0, 2))),
+    ("1d", ((5,),), (3,), "SAME"),
+    ("2d_two_sizes", ((4, 3), (2, 5)), (3, 2), "SAME"),
+    ("2d_explicit_padding", ((4, 3),), (3, 3), ((2, 0), (0, 2))),
 )
 C, HC = 2, 3
 
 
-def _conv_problem(spatial_shape, kernel_size, padding, dtype, use_bias=True):
-  """A Flax ``nn.RNN(ConvLSTMCell)`` with random variables, inputs and initial carry."""
+def _conv_problem(spatial_shapes, kernel_size, padding, dtype, use_bias=True):
+  """A Flax ``nn.RNN(ConvLSTMCell)`` with random variables, and inputs and initial carries
+  of each spatial shape (made in one compiled call: op by op, each draw compiles)."""
   rnn = nn.RNN(nn.ConvLSTMCell(HC, kernel_size, padding=padding, use_bias=use_bias,
                                param_dtype=dtype))
-  xs = jax.random.normal(jax.random.key(0), (B, T) + spatial_shape + (C,), dtype)
-  variables = _randomize(rnn.init(jax.random.key(0), xs), seed=1)
-  carry0 = _randomize(rnn.cell.initialize_carry(jax.random.key(0), xs[:, 0].shape), seed=2)
-  return rnn, variables, xs, carry0
+
+  def make():
+    xs = [jax.random.normal(jax.random.key(i), (B, T) + shape + (C,), dtype)
+          for i, shape in enumerate(spatial_shapes)]
+    variables = _randomize(rnn.init(jax.random.key(0), xs[0]), seed=1)
+    carry0 = [_randomize(rnn.cell.initialize_carry(jax.random.key(0), x[:, 0].shape), seed=2 + i)
+              for i, x in enumerate(xs)]
+    return variables, xs, carry0
+
+  return (rnn, *model_zoo.compiled(make))
 
 
-def conv_lstm_errors(spatial_shape, kernel_size, padding, dtype):
+def conv_lstm_errors(spatial_shapes, kernel_size, padding, dtype):
   """Max abs differences to Flax of (outputs and final carry, gradients), through `from_flax`.
 
+  One converted model runs on the inputs of every shape in ``spatial_shapes``.
   The gradients are those of a random linear function of the outputs and the
-  final carry with respect to Flax's variables, the inputs and the initial carry.
+  final carries with respect to Flax's variables, the inputs and the initial
+  carries.
   """
-  rnn, variables, xs, carry0 = _conv_problem(spatial_shape, kernel_size, padding, dtype)
-  d_carry = _randomize(carry0, seed=3)
-  d_ys = _randomize(jnp.zeros((B, T) + spatial_shape + (HC,), dtype), seed=4)
+  rnn, variables, xs, carry0 = _conv_problem(spatial_shapes, kernel_size, padding, dtype)
 
   def flax_run(variables, xs, carry0):
-    return rnn.apply(variables, xs, initial_carry=carry0, return_carry=True)
+    return [rnn.apply(variables, x, initial_carry=c, return_carry=True)
+            for x, c in zip(xs, carry0)]
 
   def jaxrnn_run(variables, xs, carry0):
-    # Through from_flax, so that the gradients come out in Flax's layout.
-    model, params = interop.from_flax(rnn, variables, spatial_shape=spatial_shape)
-    final, ys = jaxrnn.unroll(model, params, xs, interop.from_flax_carry(carry0),
-                              time_major=False)
-    return interop.to_flax_carry(final), ys
+    # Through from_flax, so that the gradients come out in Flax's layout; one model for all.
+    model, params = interop.from_flax(rnn, variables)
+    out = []
+    for x, c in zip(xs, carry0):
+      final, ys = jaxrnn.unroll(model, params, x, interop.from_flax_carry(c), time_major=False)
+      out.append((interop.to_flax_carry(final), ys))
+    return out
 
-  def loss(run, *args):
-    carry, ys = run(*args)
-    return sum(jnp.sum(a * b) for a, b in zip(carry, d_carry)) + jnp.sum(ys * d_ys)
+  def both(*args):  # one compilation for all four, and the differences
+    d_carry = _randomize(carry0, seed=7)
+    d_ys = _randomize([jnp.zeros(x.shape[:-1] + (HC,), dtype) for x in xs], seed=8)
 
-  @jax.jit  # one compilation for all four
-  def both(*args):
-    return ([flax_run(*args), jaxrnn_run(*args)],
-            [jax.grad(functools.partial(loss, run), (0, 1, 2))(*args)
-             for run in (flax_run, jaxrnn_run)])
+    def loss(run, *args):
+      return sum(sum(jnp.sum(a * b) for a, b in zip(carry, d_c)) + jnp.sum(ys * d_y)
+                 for (carry, ys), d_c, d_y in zip(run(*args), d_carry, d_ys))
 
-  outputs, grads = both(variables, xs, carry0)
-  for got in (outputs[1], grads[1]):
-    for leaf in jax.tree.leaves(got):
-      assert leaf.dtype == dtype, leaf.dtype
-  max_abs = lambda a, b: max(float(jnp.max(jnp.abs(x - y)))
-                             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  return max_abs(*outputs), max_abs(*grads)
+    outputs = [flax_run(*args), jaxrnn_run(*args)]
+    grads = [jax.grad(functools.partial(loss, run), (0, 1, 2))(*args)
+             for run in (flax_run, jaxrnn_run)]
+    max_abs = lambda a, b: jnp.max(jnp.stack([jnp.max(jnp.abs(x - y)) for x, y in zip(
+        jax.tree.leaves(a), jax.tree.leaves(b))]))
+    dtypes.extend(leaf.dtype for leaf in jax.tree.leaves((outputs[1], grads[1])))
+    return max_abs(*outputs), max_abs(*grads)
+
+  dtypes = []  # jaxrnn's outputs and gradients, seen while tracing
+  outputs, grads = model_zoo.compiled(both, variables, xs, carry0)
+  assert dtypes and all(d == dtype for d in dtypes), dtypes
+  return float(outputs), float(grads)
 
 
 class ConvLSTMFlaxTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*CONV_SHAPES)
-  def test_outputs_states_and_gradients_match_in_float64(self, spatial_shape, kernel_size,
+  def test_outputs_states_and_gradients_match_in_float64(self, spatial_shapes, kernel_size,
                                                          padding):
     jax.config.update("jax_enable_x64", True)
-    outputs, grads = conv_lstm_errors(spatial_shape, kernel_size, padding, jnp.float64)
+    outputs, grads = conv_lstm_errors(spatial_shapes, kernel_size, padding, jnp.float64)
     self.assertLessEqual(outputs, 1e-10)
     self.assertLessEqual(grads, 1e-10)
 
-  @parameterized.named_parameters(CONV_SHAPES[1])
-  def test_outputs_states_and_gradients_match_in_float32(self, spatial_shape, kernel_size,
-                                                         padding):
-    outputs, grads = conv_lstm_errors(spatial_shape, kernel_size, padding, jnp.float32)
+  def test_outputs_states_and_gradients_match_in_float32(self):
+    outputs, grads = conv_lstm_errors(((4, 3),), (3, 2), "SAME", jnp.float32)
     self.assertLessEqual(outputs, 1e-5)
     self.assertLessEqual(grads, 1e-4)
 
   def test_cell_without_bias_matches(self):
-    rnn, variables, xs, carry0 = _conv_problem((4, 3), (3, 3), "SAME", jnp.float32,
-                                               use_bias=False)
+    rnn, variables, (xs,), (carry0,) = _conv_problem(((4, 3),), (3, 3), "SAME", jnp.float32,
+                                                     use_bias=False)
     carry, ys = jax.jit(functools.partial(rnn.apply, return_carry=True))(
         variables, xs, initial_carry=carry0)
-    model, params = interop.from_flax(rnn, variables, spatial_shape=(4, 3))
+    model, params = interop.from_flax(rnn, variables)
     final, our_ys = jaxrnn.unroll(model, params, xs, interop.from_flax_carry(carry0),
                                   time_major=False)
     np.testing.assert_allclose(our_ys, ys, **TOL)
@@ -290,8 +302,9 @@ class ConvLSTMFlaxTest(parameterized.TestCase):
     np.testing.assert_array_equal(params.b_h, np.repeat([0.0, 1.0, 0.0, 0.0], HC))
 
   def test_round_trip_moves_only_the_constant_one(self):
-    rnn, variables, _, _ = _conv_problem((4, 3), (3, 2), "SAME", jnp.float32)
-    model, params = interop.from_flax(rnn, variables, spatial_shape=(4, 3))
+    rnn, variables, _, _ = _conv_problem(((4, 3),), (3, 2), "SAME", jnp.float32)
+    model, params = interop.from_flax(rnn, variables)
+    self.assertEqual(model.spatial_dims, 2)
     back = interop.to_flax(model, params, rnn)["params"]["cell"]
     cell = variables["params"]["cell"]
     model_zoo.assert_trees_equal(back["ih"], cell["ih"])
@@ -308,8 +321,8 @@ class ConvLSTMFlaxTest(parameterized.TestCase):
   )
   def test_jaxrnn_cell_runs_the_same_in_flax(self, spatial_shape, kernel_size, padding, bias,
                                              cell):
-    model = jaxrnn.conv_lstm(HC, spatial_shape=spatial_shape, kernel_size=kernel_size,
-                             padding=padding, bias=bias, forget_bias=1.0 if bias else 0.0)
+    model = jaxrnn.conv_lstm(HC, kernel_size=kernel_size, padding=padding, bias=bias,
+                             forget_bias=1.0 if bias else 0.0)
     params = _randomize(model.init(jax.random.key(0), C), seed=3)
     rnn = nn.RNN(cell())
     xs = jax.random.normal(jax.random.key(4), (B, T) + spatial_shape + (C,))
@@ -330,21 +343,15 @@ class ConvLSTMFlaxTest(parameterized.TestCase):
       ("lstm_cell", nn.LSTMCell(HC), "^model: expected a jaxrnn lstm cell .*got conv_lstm"),
   )
   def test_cells_that_compute_something_else_are_rejected(self, cell, message):
-    model = jaxrnn.conv_lstm(HC, spatial_shape=(4, 3), kernel_size=3)
+    model = jaxrnn.conv_lstm(HC, kernel_size=3)
     error = TypeError if message.startswith("^model") else ValueError
     with self.assertRaisesRegex(error, message):
       interop.to_flax(model, model.init(jax.random.key(0), C), cell)
 
-  def test_from_flax_needs_the_spatial_shape(self):
-    with self.assertRaisesRegex(ValueError, r"^spatial_shape: expected the sizes"):
-      interop.from_flax(nn.RNN(nn.ConvLSTMCell(HC, (3,))), {"params": {}})
-    with self.assertRaisesRegex(ValueError, r"^spatial_shape: only a ConvLSTMCell needs it"):
-      interop.from_flax(nn.GRUCell(H), {"params": {}}, spatial_shape=(4,))
-
   def test_from_flax_refuses_a_circular_padding(self):
     cell = nn.ConvLSTMCell(HC, (3,), padding="CIRCULAR")
     with self.assertRaisesRegex(ValueError, "^module: the ConvLSTMCell's padding: expected"):
-      interop.from_flax(cell, {"params": {}}, spatial_shape=(4,))
+      interop.from_flax(cell, {"params": {}})
 
 
 if __name__ == "__main__":

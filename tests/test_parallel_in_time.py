@@ -375,5 +375,32 @@ class ArgumentsTest(parameterized.TestCase):
       jaxrnn.parallel_unroll(model, params, jnp.zeros((3, 2, 1)))
 
 
+
+class ConvLSTMTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    jax.config.update("jax_enable_x64", True)
+
+  def test_matches_unroll(self):
+    # The state [B, W, Hc] takes its size from xs; the Jacobian is built from recur_bwd.
+    model = jaxrnn.conv_lstm(2, kernel_size=3, spatial_dims=1)
+    params = model_zoo.random_params(model, jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (4, B, 3, I))
+    lengths = jnp.array([4, 3, 1, 0])
+    loss = lambda run: lambda p, xs: jnp.sum(jnp.sin(run(p, xs)[1]))
+    parallel = lambda p, xs: jaxrnn.parallel_unroll(model, p, xs, seq_lengths=lengths)
+    sequential = lambda p, xs: jaxrnn.unroll(model, p, xs, seq_lengths=lengths)
+
+    def both(params, xs):
+      final, ys, info = parallel(params, xs)
+      return ((final, ys), sequential(params, xs), jax.grad(loss(parallel), (0, 1))(params, xs),
+              jax.grad(loss(sequential), (0, 1))(params, xs), info)
+
+    got, want, got_grads, want_grads, info = model_zoo.compiled(both, params, xs)
+    self.assertTrue(bool(jnp.all(info.converged)))
+    self.assertLessEqual(model_zoo.max_rel_error(got, want), RTOL)
+    self.assertLessEqual(model_zoo.max_rel_error(got_grads, want_grads), RTOL)
+
 if __name__ == "__main__":
   absltest.main()

@@ -38,12 +38,21 @@ VARIANTS = (
 )
 
 
-def _problem(model, seed=0, T=T):
+def _problem(model, seed=0, T=T, spatial=()):
   k_params, k_xs, k_state = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = model_zoo.random_params(model, k_params, I)
-  xs = jax.random.normal(k_xs, (T, B, I))
-  state = model_zoo.random_like(k_state, model.initial_state(params, B))
+  xs = jax.random.normal(k_xs, (T, B) + spatial + (I,))
+  kwargs = {"spatial_shape": spatial} if spatial else {}
+  state = model_zoo.random_like(k_state, model.initial_state(params, B, **kwargs))
   return params, xs, state
+
+
+# A ConvLSTM's hidden state meets the recurrence only in W_h * h, like the LSTM's in h W_h.
+CONV_SPATIAL = (2, 3)
+
+
+def _conv_lstm():
+  return jaxrnn.conv_lstm(H, kernel_size=(3, 2))
 
 
 def _dropout_keep(rng, shape, rate, dtype):
@@ -67,8 +76,8 @@ def _sigmoid(a):
 
 def _dropped_step(name, params, h, x, keep):
   """One step with ``keep`` on the hidden state where ``w_h`` reads it, from the equations."""
-  if name in ("rnn", "lstm"):  # h meets the state only through w_h
-    cell = jaxrnn.rnn(H) if name == "rnn" else jaxrnn.lstm(H)
+  if name in ("rnn", "lstm", "conv_lstm"):  # h meets the state only through w_h
+    cell = {"rnn": jaxrnn.rnn(H), "lstm": jaxrnn.lstm(H), "conv_lstm": _conv_lstm()}[name]
     masked = h * keep if name == "rnn" else h._replace(hidden=h.hidden * keep)
     return cell.step(params, masked, x)[0]
   gx = x @ params.w_x + params.b_x
@@ -90,18 +99,24 @@ class RecurrentDropoutTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
 
   @parameterized.named_parameters(
-      ("lstm", "lstm", jaxrnn.lstm), ("gru", "gru", jaxrnn.gru), ("mgu", "mgu", jaxrnn.mgu))
-  def test_one_mask_per_sequence_at_every_step(self, name, make):
-    cell = make(H)
-    params, xs, state = _problem(cell)
+      ("lstm", "lstm", lambda: jaxrnn.lstm(H), ()), ("gru", "gru", lambda: jaxrnn.gru(H), ()),
+      ("mgu", "mgu", lambda: jaxrnn.mgu(H), ()),
+      ("conv_lstm", "conv_lstm", _conv_lstm, CONV_SPATIAL))
+  def test_one_mask_per_sequence_at_every_step(self, name, make, spatial):
+    cell = make()
+    params, xs, state = _problem(cell, spatial=spatial)
     rng = jax.random.PRNGKey(7)
     final, ys = jaxrnn.unroll(jaxrnn.recurrent_dropout(cell, RATE), params, xs, state, rng=rng)
-    keep = _dropout_keep(rng, (B, H), RATE, xs.dtype)
-    self.assertGreater(len({tuple(row) for row in np.asarray(keep).tolist()}), 1)
+    keep = _dropout_keep(rng, (B,) + spatial + (H,), RATE, xs.dtype)
+    # Each sequence (and, for the ConvLSTM, each position) has its own mask.
+    rows = np.asarray(keep).reshape(-1, H).tolist()
+    self.assertGreater(len({tuple(row) for row in rows[::max(1, len(rows) // B)]}), 1)
+    self.assertGreater(len({tuple(row) for row in rows[:max(1, len(rows) // B)]}),
+                       1 if spatial else 0)
     h, want_ys = state, []
     for t in range(T):
       h = _dropped_step(name, params, h, xs[t], keep)
-      want_ys.append(h.hidden if name == "lstm" else h)
+      want_ys.append(h if name in ("gru", "mgu") else h.hidden)
     model_zoo.assert_trees_close((final, ys), (h, jnp.stack(want_ys)), rtol=1e-13, atol=1e-13)
 
   def test_without_rng_it_is_the_cell(self):
@@ -142,10 +157,11 @@ class ZoneoutTest(parameterized.TestCase):
                                  rtol=1e-14, atol=1e-14)
 
   @parameterized.named_parameters(
-      ("mgu", lambda: jaxrnn.mgu(H), None), ("lstm", lambda: jaxrnn.lstm(H), 0.1))
-  def test_with_rng_a_fresh_mask_every_step(self, make, cell_rate):
+      ("mgu", lambda: jaxrnn.mgu(H), None, ()), ("lstm", lambda: jaxrnn.lstm(H), 0.1, ()),
+      ("conv_lstm", _conv_lstm, 0.1, CONV_SPATIAL))
+  def test_with_rng_a_fresh_mask_every_step(self, make, cell_rate, spatial):
     cell = make()
-    params, xs, state = _problem(cell)
+    params, xs, state = _problem(cell, spatial=spatial)
     rng = jax.random.PRNGKey(3)
     rates = [RATE, cell_rate][:len(jax.tree.leaves(state))]
     masks = _zoneout_masks(rng, state, rates)
@@ -193,13 +209,6 @@ class RateZeroTest(parameterized.TestCase):
                                 jax.grad(loss(plain), (0, 1, 2))(params, xs, state)), 1e-14)
 
 
-def _compiled(fn, *args):
-  """``jax.jit(fn)(*args)``; compiling is nearly all of the time, faster without LLVM's passes."""
-  lowered = jax.jit(fn).lower(*args)
-  options = {"xla_backend_optimization_level": "0"} if jax.default_backend() == "cpu" else None
-  return lowered.compile(options)(*args)
-
-
 def _bptt_and_autodiff(model, params, xs, rng, **options):
   """``(d_params, d_xs)`` of `bptt` and of autodiff's vjp, for one random cotangent."""
   outputs = jax.eval_shape(lambda p, x: jaxrnn.unroll(model, p, x), params, xs)
@@ -211,7 +220,7 @@ def _bptt_and_autodiff(model, params, xs, rng, **options):
     want = jax.vjp(autodiff, params, xs)[1]((d_final, d_ys))
     return jaxrnn.bptt(model, params, xs, None, d_ys, d_final, rng=rng, **options)[:2], want
 
-  return _compiled(both, params, xs, d_final, d_ys)
+  return model_zoo.compiled(both, params, xs, d_final, d_ys)
 
 
 def _layer_errors(model, rng, T):
@@ -242,6 +251,21 @@ class BackwardTest(parameterized.TestCase):
     errors = _layer_errors(jaxrnn.stack(layers), jax.random.PRNGKey(11), 2)
     bad = {name: err for name, err in errors.items() if not err <= RTOL}
     self.assertEmpty(bad, f"relative errors above {RTOL}")
+
+  def test_conv_lstm_stack_with_lengths_matches_autodiff(self):
+    # The masks [B, H, W, Hc] in the transposed and the kernel-gradient convolutions.
+    jax.config.update("jax_enable_x64", True)
+    model = jaxrnn.stack([
+        jaxrnn.recurrent_dropout(_conv_lstm(), RATE),
+        jaxrnn.zoneout(jaxrnn.conv_lstm(2, kernel_size=(2, 3)), RATE, cell_rate=0.2)])
+    params = model_zoo.random_params(model, jax.random.PRNGKey(2), I)
+    xs = jax.random.normal(jax.random.PRNGKey(3), (3, B) + CONV_SPATIAL + (I,))
+    got, want = _bptt_and_autodiff(model, params, xs, jax.random.PRNGKey(4),
+                                   seq_lengths=jnp.array([3, 2, 0]))
+    for name, g, w in zip(("d_params", "d_xs"), got, want):
+      for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(g)[0], jax.tree.leaves(w)):
+        self.assertLessEqual(model_zoo.max_rel_error(a, b), RTOL,
+                             name + jax.tree_util.keystr(path))
 
   def test_bidirectional_with_lengths_matches_autodiff(self):
     jax.config.update("jax_enable_x64", True)

@@ -118,7 +118,7 @@ class TrainExperimentTest(parameterized.TestCase):
     self.assertEqual(params.layers[0].w_x.shape, (5, 1, 4 * 3))
     xs = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 6))
     _, ys = jaxrnn.unroll(core, params, xs)
-    layer = jaxrnn.conv_lstm(3, spatial_shape=(6,), kernel_size=5)
+    layer = jaxrnn.conv_lstm(3, spatial_dims=1, kernel_size=5)
     _, want = jaxrnn.unroll(jaxrnn.stack([layer, layer]), params, xs[..., None])
     np.testing.assert_allclose(ys, want.reshape(5, 2, 18), rtol=1e-6, atol=1e-6)
 
@@ -401,8 +401,30 @@ class CellOptionsTest(parameterized.TestCase):
     np.testing.assert_array_equal(evaluated, model.apply(params, inputs))
     self.assertFalse(np.allclose(model.apply(params, inputs, jax.random.PRNGKey(2)), evaluated))
 
+  def test_conv_lstm_regularisers_train(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = trainer.dataclasses.replace(
+          TINY, cell="conv_lstm", hidden_size=2, zoneout=0.1, zoneout_cell=0.3, steps=2,
+          checkpoint_every=2, eval_every=2, log_every=2, workdir=os.path.join(tmp, "run"))
+      summary = trainer.train(config)
+    self.assertEqual(summary["cell_options"], {"zoneout": 0.1, "zoneout_cell": 0.3})
+    self.assertTrue(np.isfinite(summary["test_loss"]))
+    self.assertEqual(trainer.build(config).model.core.config, jaxrnn.ZoneoutConfig(
+        jaxrnn.ConvLSTMConfig(2, 1, (3,), ((1, 1),)), 0.1, 0.3))
+    config = trainer.dataclasses.replace(config, zoneout=0.0, zoneout_cell=None,
+                                         recurrent_dropout=0.5)
+    model = trainer.build(config).model
+    self.assertEqual(model.core.config, jaxrnn.RecurrentDropoutConfig(
+        jaxrnn.ConvLSTMConfig(2, 1, (3,), ((1, 1),)), 0.5))
+    params = model.init(jax.random.PRNGKey(0))
+    inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4, 2))
+    evaluated = model.apply(params, inputs)
+    self.assertFalse(np.allclose(model.apply(params, inputs, jax.random.PRNGKey(2)), evaluated))
+
   @parameterized.named_parameters(
       ("peephole_with_gru", dict(cell="gru", peephole=True), "--peephole is an option of"),
+      ("peephole_with_conv_lstm", dict(cell="conv_lstm", peephole=True),
+       "--cell=conv_lstm takes none of --peephole"),
       ("proj_size_with_rnn", dict(cell="rnn", proj_size=2), "--proj_size is an option of"),
       ("layer_norm_with_peephole", dict(cell="lstm", layer_norm=True, peephole=True),
        "does not combine with peephole"),

@@ -1,6 +1,7 @@
 """The model contract shared by cells and composites, its types, and small tree helpers."""
 
-from typing import Any, NamedTuple, Optional, Protocol
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Optional, Protocol, Union, cast
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,22 @@ class InitialStateFn(Protocol):
   """``initial_state(params, batch_size) -> state``; ``batch_size=None`` is unbatched."""
 
   def __call__(self, params: Params, batch_size: Optional[int], /) -> State:
+    ...
+
+
+class SpatialInitialStateFn(Protocol):
+  """``initial_state(params, batch_size, *, spatial_shape=()) -> state``.
+
+  The initial state of a model with spatial axes (``Model.spatial_dims > 0``,
+  e.g. `conv_lstm`), whose state is ``[B, *spatial_shape, ...]``: the sizes
+  come from the inputs, as in Flax's ``ConvLSTMCell.initialize_carry``.
+  `unroll` and `bptt` pass ``spatial_shape=xs.shape[2:-1]`` (either layout) to
+  these models only, so a model over feature vectors keeps the two-argument
+  `InitialStateFn`.
+  """
+
+  def __call__(self, params: Params, batch_size: Optional[int], /, *,
+               spatial_shape: tuple[int, ...] = ()) -> State:
     ...
 
 
@@ -79,7 +96,10 @@ class Model(NamedTuple):
     init: ``init(key, input_size) -> params``, a pytree of named tuples of
       floating-point arrays.
     initial_state: ``initial_state(params, batch_size) -> state``; with
-      ``batch_size=None`` the state is unbatched.
+      ``batch_size=None`` the state is unbatched. A model with
+      ``spatial_dims > 0`` takes the sizes of its inputs' spatial axes too,
+      ``initial_state(params, batch_size, spatial_shape=(H, W))``
+      (`SpatialInitialStateFn`); `initial_state` calls either kind.
     step: ``step(params, state, x) -> (new_state, y)`` for ``x`` of shape
       ``[batch, input_size]`` or unbatched ``[input_size]``. With ``params``
       bound it has the signature that ``jax.lax.scan`` expects.
@@ -101,10 +121,11 @@ class Model(NamedTuple):
     config: what the model is, as data: a cell's own config (`RNNConfig`,
       `LSTMConfig`, `GRUConfig`, `CustomCellConfig`) or the composite's config
       naming its parts. Converters dispatch on its type.
-    spatial_shape: the sizes of the spatial axes between the batch and the
-      feature axis of each step's input, output and state (``(H, W)`` for a
-      2-D `conv_lstm`, whose inputs are ``[T, B, H, W, C]``); ``()`` for the
-      models over feature vectors ``[T, B, F]``.
+    spatial_dims: the number of spatial axes between the batch and the
+      feature axis of each step's input, output and state (2 for a 2-D
+      `conv_lstm`, whose inputs are ``[T, B, H, W, C]``); 0 for the models
+      over feature vectors ``[T, B, F]``. Their sizes are not part of the
+      model: they come from the inputs, and may differ from call to call.
     kernel: the `jaxrnn.kernel.Kernel` of a cell built with `kernel_cell`,
       which `recurrent_dropout` and `zoneout` wrap; None for other models.
     parallel_forward: the model's path for `parallel_unroll`
@@ -113,7 +134,7 @@ class Model(NamedTuple):
       reset it.
   """
   init: InitFn
-  initial_state: InitialStateFn
+  initial_state: Union[InitialStateFn, SpatialInitialStateFn]
   step: StepFn
   output_size: int
   input_size: InputSizeFn
@@ -121,9 +142,24 @@ class Model(NamedTuple):
   norm_probe: NormProbeFn
   explicit_backward: bool
   config: Any = None
-  spatial_shape: tuple[int, ...] = ()
+  spatial_dims: int = 0
   kernel: Any = None
   parallel_forward: Optional[ParallelForwardFn] = None
+
+
+def initial_state(model: Model, params: Params, batch_size: Optional[int],
+                  spatial_shape: Sequence[int] = ()) -> State:
+  """``model.initial_state(params, batch_size)``, with ``spatial_shape`` for spatial models.
+
+  The one place that calls a model's ``initial_state`` for inputs of a known
+  shape: a model over feature vectors (``spatial_dims == 0``, e.g. a user's
+  `custom_cell`) is called with two arguments, as its contract says, and
+  ``spatial_shape`` is ignored.
+  """
+  if model.spatial_dims:
+    spatial_fn = cast(SpatialInitialStateFn, model.initial_state)
+    return spatial_fn(params, batch_size, spatial_shape=tuple(spatial_shape))
+  return model.initial_state(params, batch_size)
 
 
 class StateGradClip(NamedTuple):

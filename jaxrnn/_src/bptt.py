@@ -79,7 +79,8 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
   if d_final_state is None:
     d_final_state = base.tree_zeros_like(state)
   else:
-    validation.check_state(model, params, d_final_state, B, name="d_final_state")
+    validation.check_state(model, params, d_final_state, B, name="d_final_state",
+                           spatial_shape=xs_tm.shape[2:-1])
   if not time_major:
     d_ys = jnp.swapaxes(d_ys, 0, 1)
   probe = model.norm_probe(T, B, d_ys.dtype) if return_hidden_grad_norms else None
@@ -92,7 +93,7 @@ def bptt(model, params, xs, state, d_ys, d_final_state=None, *, seq_lengths=None
   d_params, d_xs, d_state, norms = vjp(
       (jax.tree.map(cast, d_final_state, final), cast(d_ys, ys)))
   if not state_given:
-    _, vjp_state = jax.vjp(lambda p: model.initial_state(p, B), params)
+    _, vjp_state = jax.vjp(lambda p: base.initial_state(model, p, B, xs_tm.shape[2:-1]), params)
     d_params = base.tree_add(d_params, vjp_state(d_state)[0])
   d_xs = d_xs.astype(xs_dtype)
   if state_given:

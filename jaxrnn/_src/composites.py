@@ -78,7 +78,9 @@ class LearnedStateParams(NamedTuple):
   Attributes:
     core: the wrapped model's parameters.
     initial_state: the wrapped model's unbatched state, trained like any
-      other parameter and broadcast over the batch.
+      other parameter and broadcast over the batch. For a model with spatial
+      axes, one value per channel (each leaf ``[Hc]`` for a `conv_lstm`),
+      broadcast over the spatial axes too.
   """
   core: PyTree
   initial_state: PyTree
@@ -90,12 +92,12 @@ def _check_models(name, models):
       raise TypeError(f"{name}[{i}]: expected a jaxrnn Model, got {type(m).__name__}.")
 
 
-def _check_same_spatial_shape(name, models):
-  """Models that read each other's outputs or the same inputs need one spatial shape."""
-  shapes = [tuple(m.spatial_shape) for m in models]
-  if any(shape != shapes[0] for shape in shapes):
-    raise ValueError(f"{name}: expected models with the same spatial_shape (the spatial axes of"
-                     f" their inputs and states), got {[list(s) for s in shapes]}.")
+def _check_same_spatial_dims(name, models):
+  """Models that read each other's outputs or the same inputs need one number of spatial axes."""
+  dims = [m.spatial_dims for m in models]
+  if any(d != dims[0] for d in dims):
+    raise ValueError(f"{name}: expected models with the same spatial_dims (the number of spatial"
+                     f" axes of their inputs and states), got {dims}.")
 
 
 def _sub_rng(rng, i):
@@ -127,7 +129,7 @@ def stack(layers, *, dropout=0.0):
   if not layers:
     raise ValueError("layers: expected at least one model, got an empty sequence.")
   _check_models("layers", layers)
-  _check_same_spatial_shape("layers", layers)
+  _check_same_spatial_dims("layers", layers)
   if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
       or not 0.0 <= dropout < 1.0):
     raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}.")
@@ -139,8 +141,9 @@ def stack(layers, *, dropout=0.0):
       input_size = layer.output_size
     return StackParams(tuple(params))
 
-  def initial_state(params, batch_size):
-    return StackState(tuple(l.initial_state(p, batch_size) for l, p in zip(layers, params.layers)))
+  def initial_state(params, batch_size, *, spatial_shape=()):
+    return StackState(tuple(base.initial_state(l, p, batch_size, spatial_shape)
+                            for l, p in zip(layers, params.layers)))
 
   def step(params, state, x):
     state, x = validation.check_step(model, "stack", params, state, x)
@@ -188,7 +191,7 @@ def stack(layers, *, dropout=0.0):
       forward=forward, norm_probe=norm_probe,
       explicit_backward=all(layer.explicit_backward for layer in layers),
       config=StackConfig(tuple(l.config for l in layers), dropout),
-      spatial_shape=layers[0].spatial_shape,
+      spatial_dims=layers[0].spatial_dims,
       parallel_forward=parallel_forward if parallel else None)
   return model
 
@@ -216,7 +219,7 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
     A `Model` with `BidirectionalParams` and `BidirectionalState`.
   """
   _check_models("bidirectional", (forward_model, backward_model))
-  _check_same_spatial_shape("bidirectional", (forward_model, backward_model))
+  _check_same_spatial_dims("bidirectional", (forward_model, backward_model))
   if merge not in _MERGES:
     raise ValueError(f"merge: expected one of {_MERGES}, got {merge!r}.")
   f_size, b_size = forward_model.output_size, backward_model.output_size
@@ -229,9 +232,10 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
     return BidirectionalParams(forward_model.init(k_f, input_size),
                                backward_model.init(k_b, input_size))
 
-  def initial_state(params, batch_size):
-    return BidirectionalState(forward_model.initial_state(params.forward, batch_size),
-                              backward_model.initial_state(params.backward, batch_size))
+  def initial_state(params, batch_size, *, spatial_shape=()):
+    return BidirectionalState(
+        base.initial_state(forward_model, params.forward, batch_size, spatial_shape),
+        base.initial_state(backward_model, params.backward, batch_size, spatial_shape))
 
   def step(params, state, x):
     raise NotImplementedError(
@@ -260,7 +264,7 @@ def bidirectional(forward_model, backward_model, *, merge="concat"):
       forward=forward, norm_probe=norm_probe,
       explicit_backward=forward_model.explicit_backward and backward_model.explicit_backward,
       config=BidirectionalConfig(forward_model.config, backward_model.config, merge),
-      spatial_shape=forward_model.spatial_shape)
+      spatial_dims=forward_model.spatial_dims)
 
 
 def learned_initial_state(model):
@@ -272,6 +276,12 @@ def learned_initial_state(model):
   it the sum over the batch of the gradient that reaches the initial state.
   Resets swap it in too.
 
+  For a model with spatial axes (`conv_lstm`), whose spatial sizes come from
+  the inputs, the learned state is one vector per state field over the
+  channels (``[Hc]`` for ``h`` and for ``c``), the same at every position:
+  translation-invariant like the convolutions, and valid at any spatial size.
+  Its gradient is then the sum over the batch and the spatial positions.
+
   Args:
     model: any `Model`.
 
@@ -280,15 +290,17 @@ def learned_initial_state(model):
   """
   _check_models("learned_initial_state", (model,))
 
+  S = model.spatial_dims
+
   def init(key, input_size):
     core = model.init(key, input_size)
-    return LearnedStateParams(core, model.initial_state(core, None))
+    state = base.initial_state(model, core, None, (1,) * S)
+    return LearnedStateParams(core, jax.tree.map(lambda s: s[(0,) * S], state))
 
-  def initial_state(params, batch_size):
-    if batch_size is None:
-      return params.initial_state
-    return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size,) + s.shape),
-                        params.initial_state)
+  def initial_state(params, batch_size, *, spatial_shape=()):
+    spatial = validation.check_spatial_shape(spatial_shape, S, "learned_initial_state") if S else ()
+    lead = spatial if batch_size is None else (batch_size,) + spatial
+    return jax.tree.map(lambda s: jnp.broadcast_to(s, lead + s.shape), params.initial_state)
 
   def step(params, state, x):
     state, x = validation.check_step(learned, "learned_initial_state", params, state, x)
@@ -300,7 +312,7 @@ def learned_initial_state(model):
       input_size=lambda params: model.input_size(params.core),
       forward=lambda params, xs, state, ctx: model.forward(params.core, xs, state, ctx),
       norm_probe=model.norm_probe, explicit_backward=model.explicit_backward,
-      config=LearnedStateConfig(model.config), spatial_shape=model.spatial_shape,
+      config=LearnedStateConfig(model.config), spatial_dims=S,
       parallel_forward=None if model.parallel_forward is None else (
           lambda params, xs, state, mask, opts: model.parallel_forward(
               params.core, xs, state, mask, opts)))

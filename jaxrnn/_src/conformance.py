@@ -190,6 +190,10 @@ def check_cell(model: base.Model, input_size: Union[int, Sequence[int]], *,
   """
   unroll_kwargs = dict(unroll_kwargs or {})
   input_shape = _check_arguments(input_size, seq_len, batch_size, param_noise, unroll_kwargs)
+  spatial_dims = getattr(model, "spatial_dims", 0)
+  if len(input_shape) != spatial_dims + 1:
+    raise ValueError(f"input_size: expected {'a shape (*spatial, C) with ' if spatial_dims else ''}"
+                     f"{spatial_dims} spatial axes (model.spatial_dims), got {input_size!r}.")
   input_size, seq_len, batch_size = input_shape[-1], int(seq_len), int(batch_size)
   with_rng = unroll_kwargs.get("rng") is not None
   key = jax.random.PRNGKey(0) if rng is None else rng
@@ -301,7 +305,9 @@ def _make_problem(model, input_shape, key, generator, T, B, param_noise):
   if param_noise:
     params = jax.tree.map(jnp.add, params, _random_like(generator, params, param_noise))
   xs = _random_like(generator, jax.ShapeDtypeStruct((T, B) + input_shape, jnp.float64))
-  state = _random_like(generator, jax.eval_shape(lambda p: model.initial_state(p, B), params))
+  spatial = input_shape[:-1]
+  state = _random_like(generator, jax.eval_shape(
+      lambda p: base.initial_state(model, p, B, spatial), params))
   final, ys = jax.eval_shape(lambda p, x: unroll_lib.unroll(model, p, x), params, xs)
   lengths = _lengths(T, B)
   resets = _resets(generator.random((T, B)) < 0.3, lengths)
@@ -566,8 +572,8 @@ def _step_loop(step, params, xs, state, seq_lengths, resets, reverse, output_siz
 def _check_unroll(findings, model, problem, results, with_rng):
   step = jax.jit(model.step)
   for case, out, _, where in results:
-    state = problem.state if case.state_given else model.initial_state(problem.params,
-                                                                        problem.xs.shape[1])
+    state = problem.state if case.state_given else base.initial_state(
+        model, problem.params, problem.xs.shape[1], problem.xs.shape[2:-1])
     features = (problem.seq_lengths, problem.resets) if case.features else (None, None)
     want_final, want_ys = _step_loop(step, problem.params, problem.xs, state, *features,
                                      case.reverse, model.output_size)
@@ -635,7 +641,7 @@ def _check_unbatched(findings, model, problem):
   except Exception as e:  # pylint: disable=broad-except
     findings.skip(UNBATCHED, f"model.step refused unbatched input: {_brief(e)}")
     return
-  want = jax.eval_shape(lambda p: model.initial_state(p, None), params)
+  want = jax.eval_shape(lambda p: base.initial_state(model, p, None, x.shape[1:-1]), params)
   where = "one step, unbatched x of shape [F]"
   if jax.tree.structure(got) != jax.tree.structure(want) or any(
       g.shape != w.shape for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
@@ -675,8 +681,9 @@ def _dtypes(tree):
 
 def _check_float64(findings, model, problem, results):
   f64 = jnp.dtype(jnp.float64)
-  initial = jax.eval_shape(lambda p: model.initial_state(p, problem.xs.shape[1]),
-                           problem.params)
+  initial = jax.eval_shape(
+      lambda p: base.initial_state(model, p, problem.xs.shape[1], problem.xs.shape[2:-1]),
+      problem.params)
   wrong = _dtype_mismatches("params", problem.params,
                             jax.tree.map(lambda _: f64, problem.params))
   wrong += _dtype_mismatches("initial_state", initial, jax.tree.map(lambda _: f64, initial))
@@ -724,7 +731,8 @@ def _check_float32(findings, model, input_size, key, problem, unroll_kwargs, exp
   inputs = (params, jax.ShapeDtypeStruct(problem.xs.shape, f32), as32(problem.state),
             as32(problem.d_final), jax.ShapeDtypeStruct(problem.d_ys.shape, f32),
             problem.seq_lengths, problem.resets)
-  initial = jax.eval_shape(lambda p: model.initial_state(p, B), params)
+  initial = jax.eval_shape(lambda p: base.initial_state(model, p, B, problem.xs.shape[2:-1]),
+                           params)
   wrong = _dtype_mismatches("initial_state", initial, jax.tree.map(lambda _: f32, initial))
   for x64 in (True, False):
     try:

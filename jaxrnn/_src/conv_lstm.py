@@ -12,6 +12,7 @@ from jaxrnn._src import base
 from jaxrnn._src import gates
 from jaxrnn._src import lstm
 from jaxrnn._src import recurrence
+from jaxrnn._src import validation
 
 Array = jax.Array
 
@@ -36,7 +37,7 @@ class ConvLSTMConfig(NamedTuple):
 
   Attributes:
     hidden_channels: Hc.
-    spatial_shape: the sizes of the spatial axes, e.g. ``(H, W)``.
+    spatial_dims: the number of spatial axes (1, 2 or 3).
     kernel_size: one size per spatial axis.
     padding: ``(low, high)`` per spatial axis, each summing to its kernel
       size minus one (``"SAME"`` resolved as `jax.lax` resolves it).
@@ -44,7 +45,7 @@ class ConvLSTMConfig(NamedTuple):
     bias: whether the cell has ``b_x`` and ``b_h``.
   """
   hidden_channels: int
-  spatial_shape: tuple[int, ...]
+  spatial_dims: int
   kernel_size: tuple[int, ...]
   padding: tuple[tuple[int, int], ...]
   forget_bias: float = 1.0
@@ -61,7 +62,7 @@ def _positive_ints(name, value, n):
   if (values is None or len(values) != n or not all(
       isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)):
     raise ValueError(f"{name}: expected a positive int or {n} positive ints (one per spatial"
-                     f" axis of spatial_shape), got {value!r}.")
+                     f" axis, spatial_dims={n}), got {value!r}.")
   return values
 
 
@@ -139,15 +140,14 @@ def kernel_grad(x, d_out, pads):
                                   dimension_numbers=_dimension_numbers(S, kernel_grad=True))
 
 
-def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
-              kernel_size: Union[int, Sequence[int]],
-              padding: Union[str, Sequence[tuple[int, int]]] = "SAME", forget_bias: float = 1.0,
-              bias: bool = True) -> base.Model:
+def conv_lstm(hidden_channels: int, *, kernel_size: Union[int, Sequence[int]],
+              spatial_dims: int = 2, padding: Union[str, Sequence[tuple[int, int]]] = "SAME",
+              forget_bias: float = 1.0, bias: bool = True) -> base.Model:
   r"""Convolutional LSTM (Shi et al. 2015, without peepholes), as Flax's ``ConvLSTMCell``.
 
   The LSTM of `lstm` with convolutions in place of the matmuls, over inputs
   ``x_t`` ``[B, *spatial, C]`` and states ``[B, *spatial, Hc]`` (channels
-  last: NWC, NHWC or NDHWC, for 1, 2 or 3 spatial axes). With ``*`` the
+  last: NWC, NHWC or NDHWC, for ``spatial_dims`` 1, 2 or 3). With ``*`` the
   convolution (a cross-correlation, stride 1, padding that keeps the spatial
   shape) and :math:`a_t = W_x * x_t + b_x + W_h * h_{t-1} + b_h` split along
   the channels into four blocks, gate order ``i, f, g, o``:
@@ -158,7 +158,13 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
     c_t = f_t \odot c_{t-1} + i_t \odot g_t, \qquad
     h_t = o_t \odot \tanh(c_t), \qquad y_t = h_t
 
-  The state is `LSTMState(hidden=h, cell=c)`, each ``[B, *spatial_shape, Hc]``.
+  The state is `LSTMState(hidden=h, cell=c)`, each ``[B, *spatial, Hc]``.
+  The spatial sizes are not part of the model: like Flax's
+  ``ConvLSTMCell.initialize_carry(rng, input_shape)``, they come from the
+  inputs, so one model (and one set of parameters) runs on inputs of any
+  spatial size. `unroll` and `bptt` read them from ``xs``; to build a state
+  yourself, pass them to ``initial_state(params, batch_size,
+  spatial_shape=(H, W))``.
   Kernels are ``[*kernel_size, in, 4Hc]`` (HWIO in 2-D, Flax's ``nn.Conv``
   layout); each bias adds one value per channel at every position.
 
@@ -188,24 +194,31 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
   convolution per step, and the kernel gradients are one convolution each
   over all ``T*B`` frames after it (`jax.lax.conv_general_dilated`).
 
+  `recurrent_dropout` masks :math:`h_{t-1}` where it enters :math:`W_h *
+  h_{t-1}` (one mask ``[B, *spatial, Hc]`` per sequence) and `zoneout` acts on
+  :math:`h` and :math:`c`; their masks are read by this backward too.
+
   Args:
     hidden_channels: Hc, the channels of the state and output.
-    spatial_shape: the sizes of the spatial axes of every input, e.g.
-      ``(H, W)``; 1, 2 or 3 axes. The state has this shape, as in Haiku's
-      ``ConvNDLSTM(input_shape=...)``, so `unroll` can build it and
-      `learned_initial_state` can learn it.
     kernel_size: an int (the same on every axis) or one int per spatial axis.
+    spatial_dims: the number of spatial axes of the inputs, 1, 2 or 3
+      (inputs ``[T, B, *spatial, C]`` with ``len(spatial) == spatial_dims``).
     padding: ``"SAME"`` (as `jax.lax` and Flax pad it; an even kernel gets
       the extra row on the high side), or one ``(low, high)`` pair per axis
-      with ``low + high = kernel_size - 1``. Padding that changes the spatial
-      shape is refused: the state must keep its shape.
+      with ``low + high = kernel_size - 1``. The state must keep its spatial
+      shape from step to step, so padding that changes it is refused here,
+      at construction: ``"VALID"`` is accepted only where it pads nothing and
+      keeps the sizes, a kernel of 1 on every axis.
     forget_bias: initial value of the forget-gate bias.
     bias: whether to have ``b_x`` and ``b_h``.
 
   Returns:
     A `Model` with `ConvLSTMParams` parameters and `LSTMState` states, whose
-    inputs are ``[T, B, *spatial_shape, C]`` (``input_size`` is ``C``) and
-    outputs ``[T, B, *spatial_shape, Hc]``.
+    inputs are ``[T, B, *spatial, C]`` (``input_size`` is ``C``) and outputs
+    ``[T, B, *spatial, Hc]``; ``model.spatial_dims`` is ``spatial_dims``.
+
+  Raises:
+    ValueError: a bad option, or padding that changes the spatial shape.
 
   References:
     Shi, Chen, Wang, Yeung, Wong and Woo, *Convolutional LSTM network: a
@@ -215,21 +228,16 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
   if (not isinstance(hidden_channels, int) or isinstance(hidden_channels, bool)
       or hidden_channels < 1):
     raise ValueError(f"hidden_channels must be a positive int, got {hidden_channels!r}.")
-  try:
-    spatial_shape = tuple(spatial_shape)
-  except TypeError:
-    raise ValueError(f"spatial_shape: expected 1, 2 or 3 positive ints, got"
-                     f" {spatial_shape!r}.") from None
-  if len(spatial_shape) not in (1, 2, 3):
-    raise ValueError(f"spatial_shape: expected 1, 2 or 3 positive ints, got {spatial_shape!r}.")
-  spatial_shape = _positive_ints("spatial_shape", spatial_shape, len(spatial_shape))
-  S = len(spatial_shape)
+  if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
+    raise ValueError(f"spatial_dims: expected 1, 2 or 3 (the number of spatial axes of the"
+                     f" inputs [T, B, *spatial, C]), got {spatial_dims!r}.")
+  S = int(spatial_dims)
   kernel_size = _positive_ints("kernel_size", kernel_size, S)
   pads = resolve_padding(padding, kernel_size)
   Hc = hidden_channels
   if not bias and forget_bias != 0.0:
     raise ValueError("forget_bias needs bias=True; pass forget_bias=0.0 with bias=False.")
-  config = ConvLSTMConfig(Hc, spatial_shape, kernel_size, pads, forget_bias, bias)
+  config = ConvLSTMConfig(Hc, S, kernel_size, pads, forget_bias, bias)
 
   def init(key, input_size):
     if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
@@ -247,8 +255,8 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
     b_h = uniform(k_bh, (4 * Hc,)).at[Hc:2 * Hc].set(0.0)
     return ConvLSTMParams(w_x, w_h, b_x, b_h)
 
-  def initial_state(params, batch_size):
-    shape = spatial_shape + (Hc,)
+  def initial_state(params, batch_size, *, spatial_shape=()):
+    shape = validation.check_spatial_shape(spatial_shape, S, "conv_lstm") + (Hc,)
     if batch_size is not None:
       shape = (batch_size,) + shape
     zeros = jnp.zeros(shape, params.w_h.dtype)
@@ -259,19 +267,21 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
     a = conv(xs, params.w_x, pads)
     return a if params.b_x is None else a + (params.b_x + params.b_h)
 
-  def recur(params, state, a_x):
-    return lstm.gate_update(a_x + conv(state.hidden, params.w_h, pads), state.cell, Hc)
+  def recur(params, state, a_x, keep=None):
+    a = a_x + conv(gates.kept(state.hidden, keep), params.w_h, pads)
+    return lstm.gate_update(a, state.cell, Hc)
 
   back = transposed_pads(pads)
 
-  def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y):
+  def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y, keep=None):
     delta, d_c_prev = lstm.gate_update_bwd(t, state.cell, new_state.cell, d_state, d_y, Hc)
-    return recurrence.StepGrads(lstm.LSTMState(conv(delta, w_h_t, back), d_c_prev), delta)
+    d_h_prev = gates.kept(conv(delta, w_h_t, back), keep)
+    return recurrence.StepGrads(lstm.LSTMState(d_h_prev, d_c_prev), delta)
 
-  def param_grads(params, xs, states, t, delta):
+  def param_grads(params, xs, states, t, delta, keep=None):
     d_b = gates.sum_rows(delta)
     d_params = ConvLSTMParams(kernel_grad(xs, delta, pads),
-                              kernel_grad(states.hidden, delta, pads),
+                              kernel_grad(gates.kept(states.hidden, keep), delta, pads),
                               *gates.bias_grads(params, d_b, d_b))
     return d_params, conv(delta, transposed_kernel(params.w_x), back)
 
@@ -279,8 +289,11 @@ def conv_lstm(hidden_channels: int, *, spatial_shape: Sequence[int],
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,
       param_grads=param_grads,
       transposed_weights=lambda params: transposed_kernel(params.w_h),
-      grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden))
+      grad_norm=recurrence.hidden_grad_norm(lambda s: s.hidden),
+      mask_hooks=recurrence.MaskHooks(
+          recur, recur_bwd, param_grads,
+          output_grad=lambda d_y, s: lstm.LSTMState(d_y, jnp.zeros_like(s.cell))))
   return recurrence.kernel_cell(
       kernel, init=init, initial_state=initial_state,
       input_size=lambda params: params.w_x.shape[-2], output_size=Hc, config=config,
-      name="conv_lstm", spatial_shape=spatial_shape)
+      name="conv_lstm", spatial_dims=S)

@@ -128,7 +128,7 @@ def _get(params, name, field):
                      f" parameter names), found top-level keys {sorted(params)}.") from e
 
 
-def from_flax(module, variables, *, spatial_shape=None):
+def from_flax(module, variables):
   """Converts a Flax linen recurrent cell's variables into a jaxrnn cell.
 
   Supports ``LSTMCell``, ``OptimizedLSTMCell`` (same parameters), ``GRUCell``,
@@ -153,14 +153,12 @@ def from_flax(module, variables, *, spatial_shape=None):
     variables: the cell's variables, ``{"params": {...}}`` as returned by
       ``init`` (with the ``"cell"`` level that ``nn.RNN`` adds, if any), or
       the ``params`` dict itself.
-    spatial_shape: for a ``ConvLSTMCell`` only, and needed there: the sizes
-      of the inputs' spatial axes, e.g. ``(H, W)``, which its variables do
-      not hold (a `conv_lstm`'s state has that shape).
 
   Returns:
     ``(model, params)``: a jaxrnn cell (``lstm``, ``gru`` with
     ``reset_after=True``, ``mgu`` with the cell's ``reset_gate``, ``rnn``, or
-    ``conv_lstm`` with the cell's kernel size and padding) and its
+    ``conv_lstm`` with the cell's kernel size, padding and ``spatial_dims``
+    the length of its ``kernel_size``) and its
     parameters, in the dtype of Flax's arrays.
 
   Raises:
@@ -171,10 +169,7 @@ def from_flax(module, variables, *, spatial_shape=None):
   cell, params = _unwrap(module, variables)
   kind = _cell_kind(cell, "module")
   if kind == "conv_lstm":
-    return _conv_lstm_from_flax(cell, params, spatial_shape)
-  if spatial_shape is not None:
-    raise ValueError(f"spatial_shape: only a ConvLSTMCell needs it, got spatial_shape="
-                     f"{spatial_shape!r} for a {type(cell).__name__}.")
+    return _conv_lstm_from_flax(cell, params)
   activation = _check_functions(cell, kind, "module")
   concat = lambda names, field: jnp.concatenate([_get(params, n, field) for n in names], axis=-1)
   if kind == "lstm":
@@ -384,12 +379,7 @@ def _conv_cell_padding(cell, argument):
     raise ValueError(f"{argument}: the ConvLSTMCell's {e}") from None
 
 
-def _conv_lstm_from_flax(cell, params, spatial_shape):
-  if spatial_shape is None:
-    raise ValueError("spatial_shape: expected the sizes of the inputs' spatial axes, e.g."
-                     " spatial_shape=(H, W): a ConvLSTMCell's variables do not hold them (Flax's"
-                     " initialize_carry reads them from the input shape), and jaxrnn's conv_lstm"
-                     " builds its state from them.")
+def _conv_lstm_from_flax(cell, params):
   pads = _conv_cell_padding(cell, "module")
   w_x = _conv_gates(_get(params, "ih", "kernel"))
   w_h = _conv_gates(_get(params, "hh", "kernel"))
@@ -400,8 +390,9 @@ def _conv_lstm_from_flax(cell, params, spatial_shape):
     b_h = _conv_gates(_get(params, "hh", "bias")) + one
   else:
     b_x, b_h = jnp.zeros_like(one), one
-  model = conv_lstm.conv_lstm(hidden_channels, spatial_shape=spatial_shape,
-                              kernel_size=tuple(cell.kernel_size), padding=pads)
+  kernel_size = tuple(cell.kernel_size)
+  model = conv_lstm.conv_lstm(hidden_channels, kernel_size=kernel_size,
+                              spatial_dims=len(kernel_size), padding=pads)
   return model, conv_lstm.ConvLSTMParams(w_x, w_h, b_x, b_h)
 
 

@@ -15,7 +15,7 @@ lets the tests check autodiff against it. A kernel without ``recur_bwd``
 """
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Optional, Protocol
+from typing import Any, NamedTuple, Optional, Protocol, Union
 
 import jax
 import jax.numpy as jnp
@@ -113,7 +113,8 @@ class MaskHooks(NamedTuple):
 
   ``recur``, ``recur_bwd`` and ``param_grads`` are the kernel's own, taking
   one more argument, ``keep``: None, or a ``[B, O]`` multiplier of the
-  hidden state (the output, ``O`` its size) where it enters the recurrent
+  hidden state (the output, ``O`` its size; ``[B, *spatial, O]`` for a cell
+  with spatial axes) where it enters the recurrent
   weights only, not where it is carried on (the GRU's ``z * h``, the LSTM's
   cell); ``param_grads`` receives the states unmasked and masks them itself.
 
@@ -557,9 +558,10 @@ def _probe_zeros(T, B, dtype):
   return jnp.zeros((T, B), dtype)
 
 
-def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.InitialStateFn,
+def kernel_cell(kernel: Kernel, *, init: base.InitFn,
+                initial_state: Union[base.InitialStateFn, base.SpatialInitialStateFn],
                 input_size: base.InputSizeFn, output_size: int, config: Any,
-                name: str, spatial_shape: tuple[int, ...] = ()) -> base.Model:
+                name: str, spatial_dims: int = 0) -> base.Model:
   """Builds the `Model` of a cell from its kernel.
 
   The model's ``step`` projects one input and runs ``recur``; ``forward`` runs
@@ -569,13 +571,15 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
   Args:
     kernel: the cell's `Kernel`.
     init: ``init(key, input_size) -> params``.
-    initial_state: ``initial_state(params, batch_size) -> state``.
+    initial_state: ``initial_state(params, batch_size) -> state``; with
+      ``spatial_dims > 0``, ``initial_state(params, batch_size, *,
+      spatial_shape) -> state`` (`base.SpatialInitialStateFn`).
     input_size: ``input_size(params) -> int``.
     output_size: size of the output's last axis.
     config: what the cell is, as data; converters dispatch on its type.
     name: the cell's name in error messages.
-    spatial_shape: the sizes of the spatial axes of the inputs and states
-      (`Model.spatial_shape`); ``()`` for a cell over feature vectors.
+    spatial_dims: the number of spatial axes of the inputs and states
+      (`Model.spatial_dims`); 0 for a cell over feature vectors.
 
   Returns:
     A `Model`.
@@ -599,7 +603,7 @@ def kernel_cell(kernel: Kernel, *, init: base.InitFn, initial_state: base.Initia
       norm_probe=_probe_zeros,
       explicit_backward=kernel.recur_bwd is not None,
       config=config,
-      spatial_shape=tuple(spatial_shape),
+      spatial_dims=spatial_dims,
       kernel=kernel,
       parallel_forward=parallel_in_time.KernelForward(kernel),
   )

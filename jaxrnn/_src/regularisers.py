@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import base
+from jaxrnn._src import conv_lstm
 from jaxrnn._src import lstm
 from jaxrnn._src import recurrence
 from jaxrnn._src import validation
@@ -38,7 +39,8 @@ class ZoneoutConfig(NamedTuple):
   Attributes:
     cell: the wrapped cell's config.
     rate: the probability that a unit of the hidden state keeps its value.
-    cell_rate: the same for the LSTM's cell state, or None for cells without one.
+    cell_rate: the same for the cell state of the LSTM and the ConvLSTM, or
+      None for cells without one.
   """
   cell: Any
   rate: float
@@ -50,8 +52,9 @@ class KeptParams(NamedTuple):
 
   Attributes:
     params: the wrapped cell's parameters.
-    keep: ``[B, O]`` multiplier of the hidden state where the recurrent
-      weights read it: 0 or ``1/(1-rate)``. A constant: its gradient is zero.
+    keep: ``[B, O]`` (``[B, *spatial, O]`` for a `conv_lstm`) multiplier of
+      the hidden state where the recurrent weights read it: 0 or
+      ``1/(1-rate)``. A constant: its gradient is zero.
   """
   params: base.Params
   keep: Array
@@ -72,7 +75,10 @@ def recurrent_dropout(cell: base.Model, rate: float) -> base.Model:
   (inverted dropout, so the expectation is unchanged). The mask is applied
   only where the state meets the recurrent weights ``w_h``, as Keras's
   ``recurrent_dropout`` does: the LSTM's ``h`` in :math:`h_{t-1} W_h` (not its
-  cell :math:`c`, nor :math:`c` in the peepholes), the RNN's :math:`h_{t-1}`,
+  cell :math:`c`, nor :math:`c` in the peepholes), the ConvLSTM's ``h`` in the
+  recurrent convolution :math:`W_h * h_{t-1}` (one mask ``[B, *spatial, Hc]``
+  per sequence, a unit per position and channel, like Keras's
+  ``ConvLSTM2D(recurrent_dropout=...)``), the RNN's :math:`h_{t-1}`,
   and for the GRU and MGU :math:`h_{t-1}` in the recurrent matmul (the GRU's
   :math:`(r_t \odot \tilde h_{t-1}) W^n_h` with ``reset_after=False``) but not
   in the carry :math:`z_t \odot h_{t-1}` (:math:`f_t \odot h_{t-1}`), which
@@ -87,10 +93,13 @@ def recurrent_dropout(cell: base.Model, rate: float) -> base.Model:
   gradient that leaves through :math:`\tilde h_{t-1}`,
   :math:`\partial L/\partial h_{t-1} \mathrel{+}= (\delta_t W_h^\top) \odot
   m / (1 - p)`, and ``w_h``'s gradient is :math:`\sum_t \tilde h_{t-1}^\top
-  \delta_t`.
+  \delta_t` (for the ConvLSTM, the transposed convolution of
+  :math:`\delta_t` masked likewise, and ``w_h``'s gradient the convolution
+  of :math:`\tilde h_{t-1}` with :math:`\delta_t`).
 
   Args:
-    cell: a built-in cell (`rnn`, `lstm` with any options, `gru`, `mgu`).
+    cell: a built-in cell (`rnn`, `lstm` with any options, `gru`, `mgu`,
+      `conv_lstm`).
     rate: the drop probability ``p``, in ``[0, 1)``.
 
   Returns:
@@ -112,8 +121,8 @@ def recurrent_dropout(cell: base.Model, rate: float) -> base.Model:
     if ctx.rng is None:
       return cell.forward(params, xs, state, ctx)
     B = xs.shape[1]
-    draw = jax.random.bernoulli(jax.random.fold_in(ctx.rng, _DROPOUT_STREAM), 1.0 - rate,
-                                (B, cell.output_size))
+    shape = (B,) + xs.shape[2:-1] + (cell.output_size,)  # spatial axes, if any
+    draw = jax.random.bernoulli(jax.random.fold_in(ctx.rng, _DROPOUT_STREAM), 1.0 - rate, shape)
     dtype = jax.tree.leaves(state)[0].dtype
     keep = jnp.where(draw, jnp.asarray(1.0 / (1.0 - rate), dtype), jnp.zeros((), dtype))
     return recurrence.run_time_loop(_dropout_kernel(kernel, hooks), KeptParams(params, keep),
@@ -154,8 +163,9 @@ def zoneout(cell: base.Model, rate: float, *, cell_rate: Optional[float] = None)
 
   Without ``rng`` (evaluation, and ``step``) the mask is replaced by its
   expectation, :math:`h_t = \mathrm{rate}\, h_{t-1} + (1 - \mathrm{rate})\,
-  h'_t`, as in the paper. For the LSTM both :math:`h` and :math:`c` are zoned
-  out, :math:`c` with ``cell_rate`` (default: ``rate``) and its own mask;
+  h'_t`, as in the paper. For the LSTM and the ConvLSTM both :math:`h` and
+  :math:`c` are zoned out (for the ConvLSTM each position and channel on its
+  own), :math:`c` with ``cell_rate`` (default: ``rate``) and its own mask;
   for the RNN, GRU and MGU the state is :math:`h`. The output is the
   zoned-out hidden state, :math:`y_t = h_t`, as in the paper. At a reset the
   previous state is the initial state.
@@ -167,10 +177,11 @@ def zoneout(cell: base.Model, rate: float, *, cell_rate: Optional[float] = None)
   :math:`\partial L/\partial h_{t-1} \mathrel{+}= m_t \odot g`.
 
   Args:
-    cell: a built-in cell (`rnn`, `lstm` with any options, `gru`, `mgu`).
+    cell: a built-in cell (`rnn`, `lstm` with any options, `gru`, `mgu`,
+      `conv_lstm`).
     rate: the probability of keeping the previous hidden state, in ``[0, 1)``.
-    cell_rate: the LSTM's cell-state rate, in ``[0, 1)``; None uses ``rate``.
-      Only for the LSTM.
+    cell_rate: the cell-state rate of the LSTM or ConvLSTM, in ``[0, 1)``;
+      None uses ``rate``. Only for those two.
 
   Returns:
     A `Model` with the cell's parameters and states and a `ZoneoutConfig`.
@@ -185,10 +196,11 @@ def zoneout(cell: base.Model, rate: float, *, cell_rate: Optional[float] = None)
   """
   _check_rate("rate", rate)
   kernel, hooks = _kernel_of("zoneout", cell)
-  has_cell = isinstance(cell.config, lstm.LSTMConfig)
+  has_cell = isinstance(cell.config, (lstm.LSTMConfig, conv_lstm.ConvLSTMConfig))
   if cell_rate is not None:
     if not has_cell:
-      raise ValueError(f"cell_rate: {_name(cell)} has no cell state (only the LSTM has one);"
+      raise ValueError(f"cell_rate: {_name(cell)} has no cell state (only the LSTM and the"
+                       " ConvLSTM have one);"
                        f" pass rate alone, got cell_rate={cell_rate!r}.")
     _check_rate("cell_rate", cell_rate)
   rate = float(rate)
@@ -213,7 +225,7 @@ def zoneout(cell: base.Model, rate: float, *, cell_rate: Optional[float] = None)
     return recurrence.run_time_loop(wrapped, params, xs, state, ctx, noise=masks)
 
   def step(params, state, x):
-    validation.check_step_input("zoneout", x, cell.input_size(params))
+    validation.check_step_input("zoneout", x, cell.input_size(params), cell.spatial_dims)
     gx = kernel.project(params, x, one_step=True)
     new_state, res = wrapped.recur(params, state, (gx, expected(state, ())))
     return new_state, wrapped.output(new_state, res)
@@ -275,7 +287,7 @@ def _kernel_of(regulariser, cell):
                      f" {type(cell.config).__name__}; apply one regulariser per cell.")
   if kernel is None or kernel.mask_hooks is None:
     raise ValueError(
-        f"{regulariser}: expected a built-in cell (jaxrnn.rnn, lstm, gru, mgu), got"
+        f"{regulariser}: expected a built-in cell (jaxrnn.rnn, lstm, gru, mgu, conv_lstm), got"
         f" {_name(cell)}. Composites are regularised per layer (wrap each cell before"
         " stack or bidirectional); a custom_cell or a kernel without MaskHooks cannot be"
         " wrapped: write the regulariser into its step.")

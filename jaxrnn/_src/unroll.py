@@ -42,10 +42,11 @@ def prepare(model, params, xs, state, *, seq_lengths, resets, time_major, rng, b
     raise TypeError("state_grad_clip: expected jaxrnn.clip_state_grad_by_value(...) or"
                     f" jaxrnn.clip_state_grad_by_norm(...), got {type(state_grad_clip).__name__}.")
   validation.check_rng(rng)
+  spatial_shape = xs.shape[2:-1]  # both layouts; () without spatial axes
   if state is None:
-    state = model.initial_state(params, B)
+    state = base.initial_state(model, params, B, spatial_shape)
   else:
-    validation.check_state(model, params, state, B)
+    validation.check_state(model, params, state, B, spatial_shape=spatial_shape)
     state = validation.cast_to_params(params, state)
   xs = validation.cast_to_params(params, jnp.asarray(xs))
   if not time_major:
@@ -84,11 +85,15 @@ def unroll(model, params, xs, state=None, *, seq_lengths=None, resets=None, reve
     model: a `Model` (a cell or a composite).
     params: its parameters.
     xs: floating-point inputs, ``[T, B, F]`` (or ``[B, T, F]`` with
-      ``time_major=False``). ``xs`` and ``state`` are cast to the parameters'
-      floating dtype; their gradients come back in their own dtypes.
-    state: the initial state, shaped like ``model.initial_state(params, B)``;
-      None means exactly that (zeros, or the learned initial state). A state
-      computed by the caller, e.g. from side information, receives gradients.
+      ``time_major=False``); ``[T, B, *spatial, C]`` for a model with
+      ``spatial_dims`` spatial axes (`conv_lstm`), of any sizes. ``xs`` and
+      ``state`` are cast to the parameters' floating dtype; their gradients
+      come back in their own dtypes.
+    state: the initial state, shaped like ``model.initial_state(params, B)``
+      (``model.initial_state(params, B, spatial_shape=xs.shape[2:-1])`` for
+      a model with spatial axes); None means exactly that (zeros, or the
+      learned initial state). A state computed by the caller, e.g. from side
+      information, receives gradients.
     seq_lengths: optional ``[B]`` integer lengths in ``[0, T]``. Steps
       ``t >= seq_lengths[b]`` are padding: they leave the state unchanged and
       output zeros, so ``final_state[b]`` is the state after

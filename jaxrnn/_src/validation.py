@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._src import base
+
 
 def describe(tree):
   """A short text of a pytree's structure, shapes and dtypes."""
@@ -38,13 +40,32 @@ _TOKEN_HINT = (" Integer or boolean inputs look like tokens: embed them first"
                " (e.g. `embedding[tokens]`) and pass the float vectors.")
 
 
-def check_step_input(model_name, x, input_size, spatial_shape=()):
+def _spatial_letters(spatial_dims):
+  """``"H, W, "`` for 2 spatial axes (``"W, "``, ``"D, H, W, "``); ``""`` for none."""
+  return "".join(f"{a}, " for a in "DHW"[3 - spatial_dims:])
+
+
+def check_spatial_shape(spatial_shape, spatial_dims, model_name):
+  """``spatial_shape`` as a tuple of ``spatial_dims`` positive ints, or a `ValueError`."""
+  try:
+    shape = tuple(spatial_shape)
+  except TypeError:
+    shape = None
+  if shape is None or len(shape) != spatial_dims or not all(
+      isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in shape):
+    raise ValueError(
+        f"spatial_shape: {model_name}.initial_state expected the sizes of the {spatial_dims}"
+        f" spatial axes of the inputs ({spatial_dims} positive ints, e.g. spatial_shape="
+        f"xs.shape[2:-1] for time-major xs), got {spatial_shape!r}.")
+  return tuple(int(n) for n in shape)
+
+
+def check_step_input(model_name, x, input_size, spatial_dims=0):
+  """Checks one step's ``x``: ``[batch, *spatial, F]`` or ``[*spatial, F]``."""
   check_floating("x", x, _TOKEN_HINT)
-  n = len(spatial_shape) + 1
-  step_shape = tuple(spatial_shape) + (input_size,)  # input_size None: any feature size
-  got = tuple(x.shape[x.ndim - n:]) if x.ndim >= n else ()
-  if x.ndim not in (n, n + 1) or any(w is not None and g != w for g, w in zip(got, step_shape)):
-    dims = ", ".join("F" if d is None else str(d) for d in step_shape)
+  n = spatial_dims + 1
+  if x.ndim not in (n, n + 1) or (input_size is not None and x.shape[-1] != input_size):
+    dims = _spatial_letters(spatial_dims) + ("F" if input_size is None else str(input_size))
     raise ValueError(f"x: {model_name}.step expected shape [batch, {dims}] or [{dims}]"
                      f" (input_size read from params), got {list(x.shape)}.")
 
@@ -57,28 +78,28 @@ def check_step(model, model_name, params, state, x):
   check_floating("x", x, _TOKEN_HINT)
   if np.ndim(x) >= 1:
     check_params(model, params, x.shape[-1])
-  spatial = tuple(model.spatial_shape)
-  check_step_input(model_name, x, model.input_size(params), spatial)
-  batched = x.ndim == len(spatial) + 2
-  check_state(model, params, state, x.shape[0] if batched else None, batch_of="x")
+  S = model.spatial_dims
+  check_step_input(model_name, x, model.input_size(params), S)
+  batched = x.ndim == S + 2
+  check_state(model, params, state, x.shape[0] if batched else None, batch_of="x",
+              spatial_shape=x.shape[x.ndim - S - 1:-1])
   return cast_to_params(params, state), cast_to_params(params, jnp.asarray(x))
 
 
 def check_sequence(model, params, xs, time_major):
   """Checks ``xs`` and returns ``(T, B)``."""
-  spatial = tuple(getattr(model, "spatial_shape", ()))
-  layout = ("[T, B, " if time_major else "[B, T, ") + "".join(
-      f"{n}, " for n in spatial) + ("C]" if spatial else "F]")
+  S = model.spatial_dims
+  layout = ("[T, B, " if time_major else "[B, T, ") + _spatial_letters(S) + ("C]" if S else "F]")
   if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
     raise TypeError(f"xs: expected a floating-point array {layout}, got {type(xs).__name__}.")
   check_floating("xs", xs, _TOKEN_HINT)
-  if xs.ndim != 3 + len(spatial):
-    raise ValueError(f"xs: expected rank {3 + len(spatial)} {layout} (time_major={time_major}),"
+  if xs.ndim != 3 + S:
+    what = f", the model's spatial_dims={S}" if S else ""
+    raise ValueError(f"xs: expected rank {3 + S} {layout} (time_major={time_major}{what}),"
                      f" got shape {list(xs.shape)} of rank {xs.ndim}. Add a batch axis of size 1"
                      " for a single sequence.")
-  if tuple(xs.shape[2:-1]) != spatial:
-    raise ValueError(f"xs: expected spatial shape {list(spatial)} (the model's spatial_shape),"
-                     f" got shape {list(xs.shape)} with spatial shape {list(xs.shape[2:-1])}.")
+  if any(n < 1 for n in xs.shape[2:-1]):
+    raise ValueError(f"xs: expected spatial axes of size 1 or more, got shape {list(xs.shape)}.")
   check_params(model, params, xs.shape[-1])
   expected = model.input_size(params)
   if expected is not None and xs.shape[-1] != expected:
@@ -87,12 +108,23 @@ def check_sequence(model, params, xs, time_major):
   return (xs.shape[0], xs.shape[1]) if time_major else (xs.shape[1], xs.shape[0])
 
 
-def check_state(model, params, state, batch_size, name="state", batch_of="xs"):
-  """Checks that ``state`` is shaped like ``model.initial_state(params, B)`` and is floating."""
-  expected = jax.eval_shape(lambda p: model.initial_state(p, batch_size), params)
+def check_state(model, params, state, batch_size, name="state", batch_of="xs",
+                spatial_shape=()):
+  """Checks that ``state`` is shaped like ``model.initial_state(params, B)`` and is floating.
+
+  For a model with spatial axes, the state's spatial axes must be
+  ``spatial_shape``, those of ``batch_of``.
+  """
+  S = model.spatial_dims
+  spatial_shape = tuple(spatial_shape)
+  call = f"model.initial_state(params, {batch_size}" + (
+      f", spatial_shape={spatial_shape})" if S else ")")
+  expected = jax.eval_shape(
+      lambda p: base.initial_state(model, p, batch_size, spatial_shape), params)
   if jax.tree.structure(state) != jax.tree.structure(expected):
-    raise ValueError(f"{name}: expected a pytree like model.initial_state(params, {batch_size}) ="
+    raise ValueError(f"{name}: expected a pytree like {call} ="
                      f" {describe(expected)}, got {describe(state)}.")
+  lead = 0 if batch_size is None else 1
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):
     shape = tuple(np.shape(got))
     if shape == want.shape:
@@ -102,11 +134,16 @@ def check_state(model, params, state, batch_size, name="state", batch_of="xs"):
       raise ValueError(f"{name}: batch size {shape[0]} does not match the batch size of"
                        f" {batch_of}, {batch_size}. Expected {describe(expected)}, got"
                        f" {describe(state)}.")
+    if (S and len(shape) == len(want.shape) and shape[:lead] == want.shape[:lead]
+        and shape[lead + S:] == want.shape[lead + S:]):
+      raise ValueError(f"{name}: spatial shape {list(shape[lead:lead + S])} does not match the"
+                       f" spatial shape of {batch_of}, {list(spatial_shape)}. Expected"
+                       f" {describe(expected)}, got {describe(state)}.")
     raise ValueError(f"{name}: expected shapes {describe(expected)}, got {describe(state)}.")
   for got in jax.tree.leaves(state):
     if not jnp.issubdtype(_dtype(got), jnp.floating):
       raise TypeError(f"{name}: expected floating-point arrays like"
-                      f" model.initial_state(params, {batch_size}) = {describe(expected)},"
+                      f" {call} = {describe(expected)},"
                       f" got {describe(state)}.")
 
 

@@ -159,11 +159,13 @@ class Unroll(NamedTuple):
     method: ``parallel_unroll``'s ``method``.
     max_iters: its ``max_iters`` (None: T).
     damping: its ``damping``.
+    tol: its ``tol`` (None: its default, 1024 machine epsilons).
   """
   path: str = "sequential"
   method: str = "newton"
   max_iters: Optional[int] = None
   damping: float = 0.0
+  tol: Optional[float] = None
 
 
 SEQUENTIAL = Unroll()
@@ -222,7 +224,8 @@ def sequence_model(cell: str, hidden_size: int, num_layers: int, input_size: int
     xs = _embedding(params)[inputs] if tokens else inputs
     if unroll.path == "parallel":
       _, ys, _ = jaxrnn.parallel_unroll(core, params.core, xs, method=unroll.method,
-                                        max_iters=unroll.max_iters, damping=unroll.damping)
+                                        max_iters=unroll.max_iters, damping=unroll.damping,
+                                        tol=unroll.tol)
     else:
       _, ys = jaxrnn.unroll(core, params.core, xs, rng=rng)
     return readout.apply(params.readout, ys)

@@ -131,6 +131,9 @@ PARALLEL_MAX_ITERS = flags.DEFINE_integer(
 PARALLEL_DAMPING = flags.DEFINE_float("parallel_damping", _DEFAULTS.parallel_damping,
                                       "ELK damping of --unroll=parallel; 0: plain Newton.",
                                       lower_bound=0.0)
+PARALLEL_TOL = flags.DEFINE_float(
+    "parallel_tol", None, "Residual at which --unroll=parallel stops, relative to 1 + max|h|"
+    " (default: 1024 machine epsilons).", lower_bound=0.0)
 PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "Rank of this process in a multi-process run, from 0.", lower_bound=0)
 SHARED_WORKDIR_TIMEOUT = flags.DEFINE_float(
@@ -177,7 +180,8 @@ def config_from_flags() -> trainer.Config:
       sample_length=SAMPLE_LENGTH.value, num_devices=NUM_DEVICES.value,
       shared_workdir_timeout=SHARED_WORKDIR_TIMEOUT.value,
       unroll=UNROLL.value, parallel_method=PARALLEL_METHOD.value,
-      parallel_max_iters=PARALLEL_MAX_ITERS.value, parallel_damping=PARALLEL_DAMPING.value)
+      parallel_max_iters=PARALLEL_MAX_ITERS.value, parallel_damping=PARALLEL_DAMPING.value,
+      parallel_tol=PARALLEL_TOL.value)
 
 
 def main(argv):

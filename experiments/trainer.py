@@ -112,6 +112,7 @@ class Config:
   parallel_method: str = "newton"
   parallel_max_iters: Optional[int] = None  # None: T
   parallel_damping: float = 0.0
+  parallel_tol: Optional[float] = None  # None: parallel_unroll's default
   seeds: int = 1  # models trained side by side: seeds seed .. seed + seeds - 1
 
 
@@ -186,7 +187,8 @@ def build(config: Config) -> Experiment:
         task.output_size, tokens=task.tokens, embed_size=config.embed_size,
         conv_kernel_size=config.conv_kernel_size,
         unroll=model_lib.Unroll(config.unroll, config.parallel_method,
-                                config.parallel_max_iters, config.parallel_damping),
+                                config.parallel_max_iters, config.parallel_damping,
+                                config.parallel_tol),
         **cell_options(config))
   except ValueError as e:
     raise ConfigError(str(e)) from e

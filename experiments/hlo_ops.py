@@ -14,7 +14,6 @@ The counts are deterministic; they are not timings.
 """
 
 import collections
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,35 +21,21 @@ from absl import app
 from absl import flags
 
 from experiments import benchmark_peers as peers
+from experiments import gpu_profile
 
 FREE = frozenset({"parameter", "get-tuple-element", "tuple", "constant", "bitcast"})
-_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
-_WHILE_BODY = re.compile(r"while\(.*body=%?([\w.\-]+)")
-_OPCODE = re.compile(r"= (?:\S+ )?([a-z][a-z0-9\-]*)\(")
-
-def _computations(hlo_text: str) -> dict[str, list[str]]:
-  comps, current = {}, None
-  for line in hlo_text.splitlines():
-    match = _COMPUTATION.match(line)
-    if match and not line.startswith(" "):
-      current = match.group(1)
-      comps[current] = []
-    elif line.startswith("}"):
-      current = None
-    elif current is not None:
-      comps[current].append(line.strip())
-  return comps
 
 
 def loop_ops(hlo_text: str) -> list[dict[str, Any]]:
   """Each `while` body of an optimised HLO module: its name, op count and opcodes."""
-  comps = _computations(hlo_text)
-  bodies = [m.group(1) for lines in comps.values() for line in lines
-            if (m := _WHILE_BODY.search(line))]
+  comps, _ = gpu_profile.parse_hlo(hlo_text)
+  bodies = [gpu_profile._attribute(inst["line"], "body")  # pylint: disable=protected-access
+            for instructions in comps.values() for inst in instructions
+            if inst["opcode"] == "while"]
   result = []
-  for body in bodies:
-    ops = collections.Counter(m.group(1) for line in comps[body]
-                              if (m := _OPCODE.search(line)) and m.group(1) not in FREE)
+  for body in filter(None, bodies):
+    ops = collections.Counter(inst["opcode"] for inst in comps[body]
+                              if inst["opcode"] not in FREE)
     result.append({"body": body, "ops": sum(ops.values()), "opcodes": dict(ops)})
   return result
 

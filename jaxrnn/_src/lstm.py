@@ -314,9 +314,8 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
         [k * d for d in dc] + [tc * o * (1 - o)], -1), diagonal)
     if diagonal:
       return jnp.concatenate([j_hh, f], axis=-1)
-    diag = lambda v: v[..., :, None] * jnp.eye(H, dtype=v.dtype)
-    return jnp.concatenate([jnp.concatenate([j_hh, diag(k * f)], -1),
-                            jnp.concatenate([j_ch, diag(f)], -1)], axis=-2)
+    return jnp.concatenate([jnp.concatenate([j_hh, _diag(k * f)], -1),
+                            jnp.concatenate([j_ch, _diag(f)], -1)], axis=-2)
 
   kernel = recurrence.Kernel(
       project=project, recur=recur, output=lambda s, res: s.hidden, recur_bwd=recur_bwd,
@@ -543,7 +542,7 @@ def _options_jacobian(H, peephole, projected, layer_norm):
     if peephole:
       dcc = f + df * c * p_f + di * g * p_i
     if layer_norm:
-      return _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal)
+      return _layer_norm_jacobian(H, params, res, f, o, do, cc, diagonal)
     tau = jnp.tanh(new_state.cell)
     kk = o * (1 - tau * tau)  # dm/dc', through tanh and (peephole) through o
     if p_o is not None:
@@ -555,10 +554,9 @@ def _options_jacobian(H, peephole, projected, layer_norm):
       cm = cm.reshape(cc.shape)
       if diagonal:
         return jnp.concatenate([gates.gate_jacobian(params.w_h, cm, True), dcc], axis=-1)
-      diag = lambda v: v[..., :, None] * jnp.eye(H, dtype=v.dtype)
       return jnp.concatenate([
-          jnp.concatenate([gates.gate_jacobian(params.w_h, cm, False), diag(dm_dc)], -1),
-          jnp.concatenate([gates.gate_jacobian(params.w_h, cc, False), diag(dcc)], -1)], -2)
+          jnp.concatenate([gates.gate_jacobian(params.w_h, cm, False), _diag(dm_dc)], -1),
+          jnp.concatenate([gates.gate_jacobian(params.w_h, cc, False), _diag(dcc)], -1)], -2)
     w3 = params.w_h.reshape(params.w_h.shape[0], 4, H)  # [p, g, k]
     if diagonal:
       d_hh = jnp.einsum("ngk,pgk,kp->np", cm, w3, params.w_proj, precision=_HI)
@@ -567,11 +565,15 @@ def _options_jacobian(H, peephole, projected, layer_norm):
     d_hh = jnp.einsum("kq,nkp->nqp", params.w_proj, dm_dh, precision=_HI)
     d_hc = params.w_proj.T * dm_dc[..., None, :]  # [n, q, j] = w_proj[j, q] dm_j/dc_j
     d_ch = jnp.einsum("ngj,pgj->njp", _split4(cc, H), w3, precision=_HI)
-    d_cc = dcc[..., :, None] * jnp.eye(H, dtype=dcc.dtype)
     return jnp.concatenate([jnp.concatenate([d_hh, d_hc], -1),
-                            jnp.concatenate([d_ch, d_cc], -1)], -2)
+                            jnp.concatenate([d_ch, _diag(dcc)], -1)], -2)
 
   return recur_jac
+
+
+def _diag(v):
+  """``[..., H] -> [..., H, H]``: the diagonal matrix of ``v``."""
+  return v[..., :, None] * jnp.eye(v.shape[-1], dtype=v.dtype)
 
 
 def _split4(a, H):
@@ -579,7 +581,7 @@ def _split4(a, H):
   return a.reshape(a.shape[:-1] + (4, H))
 
 
-def _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal):
+def _layer_norm_jacobian(H, params, res, f, o, do, cc, diagonal):
   """`_options_jacobian` of the layer-normalised LSTM (no peepholes, no projection).
 
   ``dA/dh_p = gamma_h rstd_h (W_h[p] - mean(W_h[p]) - z_h (z_h . W_h[p]) / 4H)``
@@ -587,10 +589,8 @@ def _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal):
   ``dm/dc' = o (1 - tau^2) gamma_c rstd_c (I - 1/H - z_c z_c^T / H)`` with
   ``tau = tanh(LN(c'))``; ``dc'/dc = diag(f)``.
   """
-  del i
   w_h, gamma_h, gamma_c = params.w_h, params.ln_h.scale, params.ln_c.scale
   z_h, rstd_h, z_c, rstd_c = res.z_h, res.rstd_h, res.z_c, res.rstd_c
-  f = _split(res.act, H)[1]
   tau = jnp.tanh(z_c * gamma_c + params.ln_c.offset)
   kc = o * (1 - tau * tau) * gamma_c * rstd_c  # before the centring of LN(c')
   G = 4 * H
@@ -623,9 +623,8 @@ def _layer_norm_jacobian(H, params, res, i, o, do, cc, diagonal):
   eye = jnp.eye(H, dtype=f.dtype)
   fj = f[..., None, :]
   dm_dc = kc[..., :, None] * (eye * fj - fj / H - z_c[..., :, None] * z_c[..., None, :] * fj / H)
-  d_cc = f[..., :, None] * eye
   return jnp.concatenate([jnp.concatenate([jnp.swapaxes(dm_dh, -1, -2), dm_dc], -1),
-                          jnp.concatenate([jnp.swapaxes(u, -1, -2), d_cc], -1)], -2)
+                          jnp.concatenate([jnp.swapaxes(u, -1, -2), _diag(f)], -1)], -2)
 
 
 def _output_grad(d_y, new_state):

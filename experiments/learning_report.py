@@ -8,8 +8,9 @@ mean ± std over the run's seeds (`--seeds`; the std is the sample standard
 deviation), and how many seeds met the task's bar (`tasks.BARS`). A run of one
 seed is one seed's figures with no spread. The non-recurrent classifiers of
 the digits runs and the charlm LSTM-against-tanh-RNN comparison follow the
-table. "wall s" is the `wall_seconds` of the run's last process: a run resumed
-from a checkpoint counts only the stretch after its last restart.
+table. "wall s" is the run's `train_seconds`: the time of the steps it kept,
+summed over every process that trained them (a resumed run counts all of its
+stretches; a summary from before `train_seconds` gives its last process's).
 """
 
 import json
@@ -28,15 +29,22 @@ def seed_results(summary: dict) -> list[dict]:
 
 
 def spread(values: list) -> str:
-  """"mean ± std" of `values` (sample std), or the one value; "-" for no values."""
+  """"mean ± std" of `values` (sample std), or the one value; "-" for no values.
+
+  A seed whose figure is not finite (a diverged run) is left out of the mean and
+  counted instead: "0.0100 ± 0.0020 (1 of 5 not finite)".
+  """
   values = [v for v in values if v is not None]
-  if not values:
-    return "-"
-  mean = sum(values) / len(values)
-  if len(values) == 1:
-    return f"{mean:.4f}"
-  std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-  return f"{mean:.4f} ± {std:.4f}"
+  finite = [v for v in values if math.isfinite(v)]
+  lost = "" if len(finite) == len(values) else (
+      f" ({len(values) - len(finite)} of {len(values)} not finite)")
+  if not finite:
+    return "-" + lost
+  mean = sum(finite) / len(finite)
+  if len(finite) == 1:
+    return f"{mean:.4f}" + lost
+  std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+  return f"{mean:.4f} ± {std:.4f}" + lost
 
 
 def row(name: str, summary: dict) -> str:
@@ -52,7 +60,14 @@ def row(name: str, summary: dict) -> str:
       spread([r["test_loss"] for r in results]), f"{summary['baseline_loss']:.4f}",
       spread([r["loss_over_baseline"] for r in results]),
       spread([r["test_accuracy"] for r in results]),
-      "-" if bar is None else bar.text, solved, f"{summary['wall_seconds']:.0f} |"])
+      "-" if bar is None else bar.text, solved, f"{run_seconds(summary):.0f} |"])
+
+
+def run_seconds(summary: dict) -> float:
+  """The run's training time over all its processes (`train_seconds`), or, in a summary
+  written before it existed, the last process's `wall_seconds`."""
+  seconds = summary.get("train_seconds")
+  return summary["wall_seconds"] if seconds is None else seconds
 
 
 def report(runs_dir: str, names: list[str]) -> str:

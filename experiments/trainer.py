@@ -444,6 +444,7 @@ def _train(config: Config, stop: preemption.StopSignal) -> dict:
           _of_seed(state.params, 0 if experiment.multi_seed else None)))),
       "devices": mesh.size, "platform": jax.devices()[0].platform,
       "resumed_from_step": start, "wall_seconds": time.time() - start_time,
+      "train_seconds": train_seconds(metrics_path) if is_writer else None,
   })
   if task.name == "charlm":
     summary["vocab_size"] = len(task.vocab)
@@ -501,6 +502,19 @@ def _of_seed(tree: Any, index: Optional[int]) -> Any:
   return tree if index is None else jax.tree.map(lambda leaf: leaf[index], tree)
 
 
+def train_seconds(metrics_path: str) -> float:
+  """The time the run's kept steps took, summed over every process that trained them.
+
+  Each logged step's `seconds` (since the step logged before it in the same process,
+  compilation included) from `metrics.jsonl`, once per step (the seeds of a step share
+  it). Steps a killed process trained after its last checkpoint are dropped from the
+  file on resume, and their time with them; `wall_seconds` is the last process's alone.
+  """
+  with open(metrics_path) as f:
+    per_step = {record["step"]: record.get("seconds", 0.0) for record in map(json.loads, f)}
+  return float(sum(per_step.values()))
+
+
 def _train_loop(config, experiment: Experiment, manager, state, metrics_path,
                 stop: preemption.StopSignal):
   """Steps from `state.step` to `config.steps`, logging, evaluating and checkpointing.
@@ -527,6 +541,7 @@ def _train_loop(config, experiment: Experiment, manager, state, metrics_path,
         logged = {k: v for k, v in metrics.items() if k != "skipped"}
         now = time.time()
         logged["steps_per_second"] = (done - tick_step) / max(now - tick, 1e-9)
+        logged["seconds"] = now - tick  # since the last logged step (or this process's start)
         tick, tick_step = now, done
         if is_eval:
           held_out = evaluate(experiment.eval_step, state.params, experiment.task.eval_batches)

@@ -20,7 +20,7 @@ from experiments import learning_report
 from experiments import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING_KEYS = ("steps_per_second",)
+TIMING_KEYS = ("steps_per_second", "seconds")
 
 # A tiny adding run.
 TINY = trainer.Config(task="adding", cell="gru", hidden_size=8, seq_len=6, batch_size=4,
@@ -125,17 +125,21 @@ class TrainExperimentTest(parameterized.TestCase):
   def test_resumed_run_is_bitwise_identical_in_process(self):
     whole = trainer.dataclasses.replace(TINY, workdir=os.path.join(self.tmp, "whole"))
     parts = trainer.dataclasses.replace(TINY, workdir=os.path.join(self.tmp, "parts"))
-    trainer.train(whole)
+    once = trainer.train(whole)
     first = trainer.train(trainer.dataclasses.replace(parts, steps=40))
     second = trainer.train(parts)
     self.assertEqual(first["resumed_from_step"], 0)
     self.assertEqual(second["resumed_from_step"], 40)
     model_zoo.assert_trees_equal(_final_state(whole), _final_state(parts))
     self.assertEqual(_metrics(whole.workdir), _metrics(parts.workdir))
+    # The training time counts both processes' steps; the wall time only the last process's.
+    self.assertLess(first["train_seconds"], first["wall_seconds"])
+    self.assertGreater(second["train_seconds"], first["train_seconds"])
     # A finished run re-run in its workdir trains nothing and changes nothing.
     again = trainer.train(whole)
     self.assertEqual(again["resumed_from_step"], 60)
     self.assertEqual(again["test_loss"], second["test_loss"])
+    self.assertEqual(again["train_seconds"], once["train_seconds"])
 
   def test_sigkill_and_restart_is_bitwise_identical(self):
     # Two seeds side by side: the checkpoint holds both, with a leading seed axis.
@@ -289,6 +293,10 @@ class LearningReportTest(absltest.TestCase):
         "adding_gru": dict(common, task="adding", cell="gru", seq_len=100, per_seed=[
             {"seed": s, "test_loss": loss, "loss_over_baseline": 6 * loss, "test_accuracy": None}
             for s, loss in enumerate((0.002, 0.004, 0.03))]),
+        "adding_rnn": dict(common, task="adding", cell="rnn", seq_len=100, train_seconds=30.0,
+                           per_seed=[{"seed": s, "test_loss": loss, "loss_over_baseline": 6 * loss,
+                                      "test_accuracy": None}
+                                     for s, loss in enumerate((0.002, float("nan"), 0.004))]),
         "digits_lstm": dict(common, task="digits", cell="lstm", seq_len=64, baseline_loss=2.3,
                             test_loss=0.5, loss_over_baseline=0.5 / 2.3, test_accuracy=0.95,
                             nonrecurrent_baselines={"mlp": {"test_accuracy": 0.919,
@@ -303,7 +311,12 @@ class LearningReportTest(absltest.TestCase):
     self.assertEqual(
         table[2], "| adding_gru: adding T=100, gru H=64 | 4000 | 3 | "
         f"0.0120 ± {std:.4f} | 0.1667 | 0.0720 ± {6 * std:.4f} | - | test MSE < 0.01 | 2/3 | 12 |")
-    self.assertEqual(table[3], "| digits_lstm: digits T=64, lstm H=64 | 4000 | 1 | 0.5000 | "
+    # A diverged seed is counted, not averaged; the time is over all the run's processes.
+    self.assertEqual(
+        table[3], "| adding_rnn: adding T=100, rnn H=64 | 4000 | 3 | 0.0030 ± 0.0014 (1 of 3 "
+        "not finite) | 0.1667 | 0.0180 ± 0.0085 (1 of 3 not finite) | - | test MSE < 0.01 | "
+        "2/3 | 30 |")
+    self.assertEqual(table[4], "| digits_lstm: digits T=64, lstm H=64 | 4000 | 1 | 0.5000 | "
                      "2.3000 | 0.2174 | 0.9500 | test accuracy > 0.9 | 1/1 | 12 |")
     self.assertIn("digits: mlp on the 64 pixels, test accuracy 0.9190", table[-1])
 

@@ -386,6 +386,139 @@ def scan_floor_peer(shape: Shape, mode: str) -> Step:
                   "lax.scan of the matmuls alone (a bound, not a model)")
 
 
+def scan_minimal_peer(shape: Shape, mode: str) -> Step:
+  """Not jaxrnn: the least a `lax.scan` LSTM or GRU does, with a hand-written backward.
+
+  A second bound beside `scan_floor`: where the floor does the matmuls alone,
+  this is a whole cell written as plainly as it goes, on the same weights as
+  the floor (`w_x [I, G*H]`, `w_h [H, G*H]`) plus biases. The LSTM (gates i, f,
+  g, o) applies one logistic to all 4H gates (tanh(x) = 2 sigmoid(2x) - 1 on
+  g) and stores the activations and c; the reset-after GRU (r, z, n) stores r,
+  z, n and `h W_hn + b_hn`. Each train step is one reverse scan of the
+  hand-derived gradients with one dot per step and the weight gradients as
+  matmuls afterwards (its gradient is checked against `jax.grad` in
+  tests/test_benchmark.py). What it takes over `scan_floor` is the cost of the
+  cell's own arithmetic in the loop; jaxrnn's time over it is what jaxrnn adds.
+  """
+  if shape.cell not in ("lstm", "gru"):
+    raise Unsupported(f"scan_minimal has the plain lstm and gru only, not {shape.cell}")
+  params, forward, grad = minimal_cell(shape)
+  xs, targets = _data(shape)
+  loss = lambda params, xs, targets: _mse(forward(params, xs)[0], targets)
+  # `grad` is its own hand-written backward, so neither function is differentiated.
+  return jax_step(grad if mode == "train" else loss, params, xs, targets, "forward",
+                  f"lax.scan of a hand-minimal {shape.cell} (a bound, not a model)")
+
+
+def minimal_cell(shape: Shape):
+  """`scan_minimal`'s cell at `shape`: ``(params, forward, grad)``.
+
+  ``forward(params, xs)`` returns the outputs first, then what the backward
+  reads; ``grad(params, xs, targets)`` is the gradient of `_mse` of the
+  outputs, by hand.
+  """
+  hidden = shape.hidden
+  gates = 4 if shape.cell == "lstm" else 3
+  # NumPy, not jax.random: built on the host, with no small op to compile.
+  rng = np.random.default_rng(0)
+  params = [(rng.standard_normal(dims) / np.sqrt(hidden)).astype(np.float32)
+            for dims in ((shape.inputs, gates * hidden), (hidden, gates * hidden))]
+  params += [np.zeros(gates * hidden, np.float32)] * (1 if gates == 4 else 2)  # b; b_x, b_h
+  forward, grad = (_minimal_lstm if gates == 4 else _minimal_gru)(hidden)
+  return params, forward, grad
+
+
+def _minimal_weight_grads(xs, h_prev, d_gx, d_gh, hidden_bias: bool) -> list:
+  """``[d w_x, d w_h, d b (or d b_x), (d b_h)]`` from the per-step gate gradients."""
+  d_gx, d_gh = d_gx.reshape(-1, d_gx.shape[-1]), d_gh.reshape(-1, d_gh.shape[-1])
+  grads = [xs.reshape(-1, xs.shape[-1]).T @ d_gx, h_prev.reshape(-1, h_prev.shape[-1]).T @ d_gh,
+           d_gx.sum(0)]
+  return grads + ([d_gh.sum(0)] if hidden_bias else [])
+
+
+def _minimal_lstm(hidden: int):
+  """The plain LSTM (gates i, f, g, o; params w_x, w_h, b), forward and hand gradient."""
+  # One logistic over i, f, g, o: a = mul * sigmoid(mul * z) + add, with mul = 2 and
+  # add = -1 on g (tanh), 1 and 0 elsewhere.
+  mul = np.repeat(np.array([1, 1, 2, 1], np.float32), hidden)
+  add = np.repeat(np.array([0, 0, -1, 0], np.float32), hidden)
+
+  def forward(params, xs):
+    w_x, w_h, b = params
+
+    def step(carry, gx):
+      h, c = carry
+      a = mul * jax.nn.sigmoid(mul * (gx + h @ w_h)) + add
+      i, f, g, o = jnp.split(a, 4, axis=-1)
+      c = f * c + i * g
+      h = o * jnp.tanh(c)
+      return (h, c), (h, c, a)
+
+    zeros = jnp.zeros((xs.shape[1], hidden), xs.dtype)
+    return jax.lax.scan(step, (zeros, zeros), xs @ w_x + b)[1]
+
+  def grad(params, xs, targets):
+    hs, cs, acts = forward(params, xs)
+    w_h_t = jax.lax.optimization_barrier(params[1].T)
+
+    def step(carry, inputs):
+      dh, dc = carry
+      d_y, a, c, c_prev = inputs
+      i, f, g, o = jnp.split(a, 4, axis=-1)
+      dh = dh + d_y
+      tanh_c = jnp.tanh(c)
+      dc = dc + dh * o * (1 - tanh_c * tanh_c)
+      d_a = jnp.concatenate([dc * g, dc * c_prev, dc * i, dh * tanh_c], axis=-1)
+      s = (a - add) / mul  # the logistic's value
+      d_z = d_a * mul * mul * s * (1 - s)
+      return (d_z @ w_h_t, dc * f), d_z
+
+    zeros = jnp.zeros_like(hs[:1])
+    _, d_z = jax.lax.scan(step, (zeros[0], zeros[0]),
+                          (2.0 * (hs - targets) / hs.size, acts, cs,
+                           jnp.concatenate([zeros, cs[:-1]])), reverse=True)
+    return _minimal_weight_grads(xs, jnp.concatenate([zeros, hs[:-1]]), d_z, d_z, False)
+
+  return forward, grad
+
+
+def _minimal_gru(hidden: int):
+  """The reset-after GRU (gates r, z, n; params w_x, w_h, b_x, b_h), forward and hand gradient."""
+
+  def forward(params, xs):
+    w_x, w_h, b_x, b_h = params
+
+    def step(h, gx):
+      gh = h @ w_h + b_h
+      rz = jax.nn.sigmoid(gx[:, :2 * hidden] + gh[:, :2 * hidden])
+      n = jnp.tanh(gx[:, 2 * hidden:] + rz[:, :hidden] * gh[:, 2 * hidden:])
+      h = n + rz[:, hidden:] * (h - n)
+      return h, (h, rz, n, gh[:, 2 * hidden:])
+
+    return jax.lax.scan(step, jnp.zeros((xs.shape[1], hidden), xs.dtype), xs @ w_x + b_x)[1]
+
+  def grad(params, xs, targets):
+    hs, rzs, ns, gh_ns = forward(params, xs)
+    w_h_t = jax.lax.optimization_barrier(params[1].T)
+    h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])
+
+    def step(dh, inputs):
+      d_y, rz, n, gh_n, h = inputs
+      r, z = rz[:, :hidden], rz[:, hidden:]
+      dh = dh + d_y
+      d_n = dh * (1 - z) * (1 - n * n)
+      d_rz = jnp.concatenate([d_n * gh_n, dh * (h - n)], axis=-1) * rz * (1 - rz)
+      d_gh = jnp.concatenate([d_rz, d_n * r], axis=-1)
+      return dh * z + d_gh @ w_h_t, (d_rz, d_n, d_gh)
+
+    _, (d_rz, d_n, d_gh) = jax.lax.scan(
+        step, jnp.zeros_like(hs[0]), (2.0 * (hs - targets) / hs.size, rzs, ns, gh_ns, h_prev),
+        reverse=True)
+    return _minimal_weight_grads(xs, h_prev, jnp.concatenate([d_rz, d_n], axis=-1), d_gh, True)
+
+  return forward, grad
+
+
 def torch_peer(shape: Shape, mode: str) -> Step:
   """PyTorch `nn.LSTM`, `nn.GRU`, `nn.RNN` (eager; CUDA when JAX runs on a GPU)."""
   module_name = _peer_cell(shape, "torch.nn", TORCH_CELLS)
@@ -429,6 +562,7 @@ PEERS: dict[str, Builder] = {
     "equinox": equinox_peer,
     "haiku": haiku_peer,
     "scan_floor": scan_floor_peer,
+    "scan_minimal": scan_minimal_peer,
     "cudnn": cudnn_peer,
     "torch": torch_peer,
 }

@@ -1,12 +1,13 @@
-r"""What runs per time step: the ops in each compiled `while` body, jaxrnn beside `scan_floor`.
+r"""What runs per time step: the ops in each compiled `while` body, jaxrnn beside the bounds.
 
 On XLA:CPU every op in a loop body (a fusion, a copy, a concatenate, a
 dynamic-update-slice writing a residual) is dispatched once per time step, so
 the count of a body is one lead on the per-step overhead that
-``python -m experiments.benchmark`` measures. This prints, for each shape and
-peer, every `while` body of the compiled step with its op count and opcodes
-(parameters, tuples, get-tuple-elements, constants and bitcasts are free and
-not counted)::
+``python -m experiments.benchmark`` measures. The default peers are jaxrnn,
+`scan_minimal` (a hand-minimal LSTM or GRU) and `scan_floor` (the matmuls
+alone). This prints, for each shape and peer, every `while` body of the
+compiled step with its op count and opcodes (parameters, tuples,
+get-tuple-elements, constants and bitcasts are free and not counted)::
 
   python -m experiments.hlo_ops --shapes=lstm:16:200:32:128,gru:32:100:64:256
 
@@ -66,6 +67,6 @@ if __name__ == "__main__":
   # Defined here, not on import: experiments.benchmark owns --shapes in-process.
   flags.DEFINE_string("shapes", "lstm:32:100:64:256,lstm:64:50:128:512,lstm:16:200:32:128,"
                       "gru:32:100:64:256,rnn:32:100:64:256", "Comma-separated cell:B:T:I:H.")
-  flags.DEFINE_list("peers", ["jaxrnn", "scan_floor"], "Peers to compile.")
+  flags.DEFINE_list("peers", ["jaxrnn", "scan_minimal", "scan_floor"], "Peers to compile.")
   flags.DEFINE_enum("mode", "train", ["train", "forward"], "The step to compile.")
   app.run(main)

@@ -1,14 +1,18 @@
 """Smoke test of experiments/benchmark.py on a tiny shape (timings never asserted)."""
 
+import functools
 import json
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 from absl.testing import parameterized
-import jaxrnn
 
+import jaxrnn
 from experiments import benchmark
 from experiments import benchmark_parallel
 from experiments import benchmark_peers as peers
@@ -98,6 +102,73 @@ class PeerCellsTest(parameterized.TestCase):
     self.assertCountEqual(reasons, ["flax", "equinox", "haiku", "torch", "cudnn"])
     for name in ("flax", "equinox", "haiku", "torch"):
       self.assertIn("has no layer-normalised LSTM (lstm_ln)", reasons[name])
+
+
+def _textbook_loss(cell: str, params, xs, targets):
+  """The plain LSTM (i, f, g, o) or reset-after GRU (r, z, n), autodiffed: scan_minimal's check."""
+  w_x, w_h, b_x = params[:3]
+  hidden = w_h.shape[0]
+  blocks = lambda a: [a[:, k * hidden:(k + 1) * hidden] for k in range(a.shape[1] // hidden)]
+
+  def lstm_step(carry, x):
+    h, c = carry
+    i, f, g, o = blocks(x @ w_x + h @ w_h + b_x)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), h
+
+  def gru_step(h, x):
+    (xr, xz, xn), (hr, hz, hn) = blocks(x @ w_x + b_x), blocks(h @ w_h + params[3])
+    r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h = (1 - z) * n + z * h
+    return h, h
+
+  zeros = jnp.zeros((xs.shape[1], hidden), xs.dtype)
+  if cell == "lstm":
+    hs = jax.lax.scan(lstm_step, (zeros, zeros), xs)[1]
+  else:
+    hs = jax.lax.scan(gru_step, zeros, xs)[1]
+  return jnp.mean(jnp.square(hs - targets)), hs
+
+
+class ScanMinimalTest(parameterized.TestCase):
+
+  @parameterized.parameters("lstm", "gru")
+  def test_hand_gradient_matches_autodiff_and_finite_differences(self, cell):
+    jax.config.update("jax_enable_x64", True)
+    try:
+      shape = peers.Shape(cell, batch=3, time=5, inputs=2, hidden=4)
+      params, forward, grad = peers.minimal_cell(shape)
+      rng = np.random.default_rng(7)
+      # Non-zero biases, so that their gradients and the GRU's b_hn path are checked too.
+      params = [p.astype(np.float64) + 0.3 * rng.standard_normal(p.shape) for p in params]
+      xs, targets = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 3, 4))
+      # Jitted: op by op, the scans would take seconds to dispatch.
+      textbook = jax.jit(functools.partial(_textbook_loss, cell))
+      want_loss, want_hs = textbook(params, xs, targets)
+      np.testing.assert_allclose(jax.jit(forward)(params, xs)[0], want_hs, rtol=1e-13,
+                                 atol=1e-14)
+      want = jax.jit(jax.grad(lambda p: textbook(p, xs, targets)[0]))(params)
+      got = jax.jit(grad)(params, xs, targets)
+      self.assertLen(got, len(want))
+      for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-14)
+      # One random direction by central differences.
+      direction = [rng.standard_normal(p.shape) for p in params]
+      eps = 1e-6
+      moved = lambda sign: textbook(
+          [p + sign * eps * d for p, d in zip(params, direction)], xs, targets)[0]
+      numeric = (moved(1) - moved(-1)) / (2 * eps)
+      analytic = sum(np.vdot(g, d) for g, d in zip(got, direction))
+      np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+      self.assertNotEqual(float(want_loss), 0.0)
+    finally:
+      jax.config.update("jax_enable_x64", False)
+
+  def test_other_cells_are_unsupported(self):
+    with self.assertRaisesRegex(peers.Unsupported, "lstm and gru only, not rnn"):
+      peers.scan_minimal_peer(TINY._replace(cell="rnn"), "train")
 
 
 CONV_TINY = peers.Shape("conv_lstm", batch=2, time=3, inputs=2, hidden=3, spatial=(4, 4), kernel=3)

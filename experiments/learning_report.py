@@ -6,11 +6,13 @@ Each run is a directory `RUNS_DIR/NAME` written by `experiments.train`. A row
 gives the held-out loss, its ratio to the task's baseline and the accuracy as
 mean ± std over the run's seeds (`--seeds`; the std is the sample standard
 deviation), and how many seeds met the task's bar (`tasks.BARS`). A run of one
-seed is one seed's figures with no spread. The non-recurrent classifiers of
-the digits runs and the charlm LSTM-against-tanh-RNN comparison follow the
-table. "wall s" is the run's `train_seconds`: the time of the steps it kept,
-summed over every process that trained them (a resumed run counts all of its
-stretches; a summary from before `train_seconds` gives its last process's).
+seed is one seed's figures with no spread. Each seed's ratio follows the
+table (a mean of 0.5 may be five seeds at 0.5, or two solved and three at the
+baseline), then the non-recurrent classifiers of the digits runs and the
+charlm LSTM-against-tanh-RNN comparison. "wall s" is the run's
+`train_seconds`: the time of the steps it kept, summed over every process that
+trained them (a resumed run counts all of its stretches; a summary from
+before `train_seconds` gives its last process's).
 """
 
 import json
@@ -81,6 +83,10 @@ def report(runs_dir: str, names: list[str]) -> str:
       "| wall s |",
       "|---|---|---|---|---|---|---|---|---|---|"]
   lines += [row(name, summary) for name, summary in summaries.items()]
+  lines.append("\nEach seed's held-out loss over the baseline (the \"ratio\" column's values):")
+  for name, summary in summaries.items():
+    ratios = [r["loss_over_baseline"] for r in seed_results(summary)]
+    lines.append(f"- {name}: " + ", ".join("-" if v is None else f"{v:.3f}" for v in ratios))
   # The digits split is fixed, so every digits run reports the same classifiers: once.
   classifiers = {}
   for summary in summaries.values():

@@ -318,6 +318,7 @@ class LearningReportTest(absltest.TestCase):
         "2/3 | 30 |")
     self.assertEqual(table[4], "| digits_lstm: digits T=64, lstm H=64 | 4000 | 1 | 0.5000 | "
                      "2.3000 | 0.2174 | 0.9500 | test accuracy > 0.9 | 1/1 | 12 |")
+    self.assertIn("- adding_rnn: 0.012, nan, 0.024", table)
     self.assertIn("digits: mlp on the 64 pixels, test accuracy 0.9190", table[-1])
 
 

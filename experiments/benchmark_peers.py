@@ -390,11 +390,11 @@ def scan_minimal_peer(shape: Shape, mode: str) -> Step:
   """Not jaxrnn: the least a `lax.scan` LSTM or GRU does, with a hand-written backward.
 
   A second bound beside `scan_floor`: where the floor does the matmuls alone,
-  this is a whole cell written as plainly as it goes, on the same weights as
-  the floor (`w_x [I, G*H]`, `w_h [H, G*H]`) plus biases. The LSTM (gates i, f,
-  g, o) applies one logistic to all 4H gates (tanh(x) = 2 sigmoid(2x) - 1 on
-  g) and stores the activations and c; the reset-after GRU (r, z, n) stores r,
-  z, n and `h W_hn + b_hn`. Each train step is one reverse scan of the
+  this is a whole cell written as plainly as it goes, with weights of the
+  floor's shapes and scale (`w_x [I, G*H]`, `w_h [H, G*H]`) plus biases. The
+  LSTM (gates i, f, g, o) applies one logistic to all 4H gates (tanh(x) =
+  2 sigmoid(2x) - 1 on g) and stores h, c and the activations; the reset-after
+  GRU (r, z, n) stores h, r, z, n and `h W_hn + b_hn`. Each train step is one reverse scan of the
   hand-derived gradients with one dot per step and the weight gradients as
   matmuls afterwards (its gradient is checked against `jax.grad` in
   tests/test_benchmark.py). What it takes over `scan_floor` is the cost of the
@@ -403,6 +403,7 @@ def scan_minimal_peer(shape: Shape, mode: str) -> Step:
   if shape.cell not in ("lstm", "gru"):
     raise Unsupported(f"scan_minimal has the plain lstm and gru only, not {shape.cell}")
   params, forward, grad = minimal_cell(shape)
+  params = jax.device_put(params)  # on the device once, as every other peer's
   xs, targets = _data(shape)
   loss = lambda params, xs, targets: _mse(forward(params, xs)[0], targets)
   # `grad` is its own hand-written backward, so neither function is differentiated.
@@ -503,11 +504,11 @@ def _minimal_gru(hidden: int):
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])
 
     def step(dh, inputs):
-      d_y, rz, n, gh_n, h = inputs
+      d_y, rz, n, gh_n, h_prev = inputs
       r, z = rz[:, :hidden], rz[:, hidden:]
       dh = dh + d_y
       d_n = dh * (1 - z) * (1 - n * n)
-      d_rz = jnp.concatenate([d_n * gh_n, dh * (h - n)], axis=-1) * rz * (1 - rz)
+      d_rz = jnp.concatenate([d_n * gh_n, dh * (h_prev - n)], axis=-1) * rz * (1 - rz)
       d_gh = jnp.concatenate([d_rz, d_n * r], axis=-1)
       return dh * z + d_gh @ w_h_t, (d_rz, d_n, d_gh)
 

@@ -502,16 +502,22 @@ def _of_seed(tree: Any, index: Optional[int]) -> Any:
   return tree if index is None else jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def train_seconds(metrics_path: str) -> float:
+def train_seconds(metrics_path: str) -> Optional[float]:
   """The time the run's kept steps took, summed over every process that trained them.
 
   Each logged step's `seconds` (since the step logged before it in the same process,
-  compilation included) from `metrics.jsonl`, once per step (the seeds of a step share
-  it). Steps a killed process trained after its last checkpoint are dropped from the
-  file on resume, and their time with them; `wall_seconds` is the last process's alone.
+  compilation and evaluations included) from `metrics.jsonl`, once per step (the seeds
+  of a step share it). Not counted: each process's start-up, the final evaluation and
+  checkpoint, and steps that were trained but are not in the file: on resume it is cut
+  back to the checkpoint's step, which drops the steps a killed process trained after
+  it, and the last logged stretch before it if the checkpoint fell between two logged
+  steps. None when some kept step has no `seconds` (logged before it existed) or none
+  was logged. `wall_seconds` is the last process's time alone.
   """
   with open(metrics_path) as f:
-    per_step = {record["step"]: record.get("seconds", 0.0) for record in map(json.loads, f)}
+    per_step = {record["step"]: record.get("seconds") for record in map(json.loads, f)}
+  if not per_step or None in per_step.values():
+    return None
   return float(sum(per_step.values()))
 
 

@@ -136,35 +136,41 @@ class ScanMinimalTest(parameterized.TestCase):
 
   @parameterized.parameters("lstm", "gru")
   def test_hand_gradient_matches_autodiff_and_finite_differences(self, cell):
-    jax.config.update("jax_enable_x64", True)
-    try:
-      shape = peers.Shape(cell, batch=3, time=5, inputs=2, hidden=4)
-      params, forward, grad = peers.minimal_cell(shape)
-      rng = np.random.default_rng(7)
-      # Non-zero biases, so that their gradients and the GRU's b_hn path are checked too.
-      params = [p.astype(np.float64) + 0.3 * rng.standard_normal(p.shape) for p in params]
-      xs, targets = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 3, 4))
-      # Jitted: op by op, the scans would take seconds to dispatch.
-      textbook = jax.jit(functools.partial(_textbook_loss, cell))
-      want_loss, want_hs = textbook(params, xs, targets)
-      np.testing.assert_allclose(jax.jit(forward)(params, xs)[0], want_hs, rtol=1e-13,
-                                 atol=1e-14)
-      want = jax.jit(jax.grad(lambda p: textbook(p, xs, targets)[0]))(params)
-      got = jax.jit(grad)(params, xs, targets)
-      self.assertLen(got, len(want))
-      for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-14)
-      # One random direction by central differences.
-      direction = [rng.standard_normal(p.shape) for p in params]
-      eps = 1e-6
-      moved = lambda sign: textbook(
-          [p + sign * eps * d for p, d in zip(params, direction)], xs, targets)[0]
-      numeric = (moved(1) - moved(-1)) / (2 * eps)
-      analytic = sum(np.vdot(g, d) for g, d in zip(got, direction))
-      np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
-      self.assertNotEqual(float(want_loss), 0.0)
-    finally:
-      jax.config.update("jax_enable_x64", False)
+    jax.config.update("jax_enable_x64", True)  # conftest's restore_x64 puts it back
+    shape = peers.Shape(cell, batch=3, time=5, inputs=2, hidden=4)
+    params, forward, grad = peers.minimal_cell(shape)
+    rng = np.random.default_rng(7)
+    # Non-zero biases, so that their gradients and the GRU's b_hn path are checked too.
+    params = [p.astype(np.float64) + 0.3 * rng.standard_normal(p.shape) for p in params]
+    xs, targets = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 3, 4))
+    # Jitted: op by op, the scans would take seconds to dispatch.
+    textbook = jax.jit(functools.partial(_textbook_loss, cell))
+    want_loss, want_hs = textbook(params, xs, targets)
+    np.testing.assert_allclose(jax.jit(forward)(params, xs)[0], want_hs, rtol=1e-13,
+                               atol=1e-14)
+    want = jax.jit(jax.grad(lambda p: textbook(p, xs, targets)[0]))(params)
+    got = jax.jit(grad)(params, xs, targets)
+    self.assertLen(got, len(want))
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-14)
+    # One random direction by central differences.
+    direction = [rng.standard_normal(p.shape) for p in params]
+    eps = 1e-6
+    moved = lambda sign: textbook(
+        [p + sign * eps * d for p, d in zip(params, direction)], xs, targets)[0]
+    numeric = (moved(1) - moved(-1)) / (2 * eps)
+    analytic = sum(np.vdot(g, d) for g, d in zip(got, direction))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+    self.assertNotEqual(float(want_loss), 0.0)
+
+  def test_peer_builds_and_runs_both_modes(self):
+    for cell in ("lstm", "gru"):
+      for mode in ("train", "forward"):
+        step = peers.scan_minimal_peer(TINY._replace(cell=cell), mode)
+        result = step.run()
+        self.assertTrue(all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(result)))
+        self.assertLen(jax.tree.leaves(result), {"lstm": 3, "gru": 4}[cell] if mode == "train"
+                       else 1)
 
   def test_other_cells_are_unsupported(self):
     with self.assertRaisesRegex(peers.Unsupported, "lstm and gru only, not rnn"):

@@ -284,6 +284,26 @@ class DigitsRunTest(absltest.TestCase):
       self.assertLess(result["test_loss"], 0.5)
 
 
+class TrainSecondsTest(absltest.TestCase):
+
+  def _seconds(self, records):
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "metrics.jsonl")
+      with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+      return trainer.train_seconds(path)
+
+  def test_counts_each_step_once_over_its_seeds(self):
+    records = [{"step": step, "seed": seed, "seconds": seconds}
+               for step, seconds in ((50, 4.0), (100, 1.5), (150, 0.25)) for seed in (0, 1, 2)]
+    self.assertEqual(self._seconds(records), 5.75)
+
+  def test_unknown_when_a_step_has_no_seconds(self):
+    # Written before `seconds` existed, or nothing logged yet.
+    self.assertIsNone(self._seconds([{"step": 50}, {"step": 100, "seconds": 1.0}]))
+    self.assertIsNone(self._seconds([]))
+
+
 class LearningReportTest(absltest.TestCase):
 
   def test_rows_give_mean_std_and_solved_count(self):

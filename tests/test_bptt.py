@@ -69,7 +69,6 @@ class BpttTest(parameterized.TestCase):
     model, params, xs, state, kwargs = _problem(name, shape, features)
     d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
 
-    @jax.jit
     def three_ways(params, xs, state, d_final, d_ys):
       autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff", **kwargs)
       default = functools.partial(jaxrnn.unroll, model, **kwargs)
@@ -77,7 +76,7 @@ class BpttTest(parameterized.TestCase):
       return (jax.vjp(autodiff, params, xs, state)[1]((d_final, d_ys)), explicit,
               jax.vjp(default, params, xs, state)[1]((d_final, d_ys)))
 
-    want, explicit, default = three_ways(params, xs, state, d_final, d_ys)
+    want, explicit, default = model_zoo.compiled(three_ways, params, xs, state, d_final, d_ys)
     self.assertLessEqual(model_zoo.max_rel_error(explicit, want), 1e-10)
     # The default gradient path of unroll runs the same explicit backward.
     self.assertLessEqual(model_zoo.max_rel_error(default, want), 1e-10)
@@ -114,13 +113,12 @@ class BpttTest(parameterized.TestCase):
     model, params, xs, state, kwargs = _problem(name, (20, 4, 8, 16), "seq_lengths")
     d_final, d_ys = _cotangents(model, params, xs, state, kwargs)
 
-    @jax.jit
     def both(params, xs, state, d_final, d_ys):
       autodiff = functools.partial(jaxrnn.unroll, model, backward="autodiff", **kwargs)
       return (jaxrnn.bptt(model, params, xs, state, d_ys, d_final, **kwargs),
               jax.vjp(autodiff, params, xs, state)[1]((d_final, d_ys)))
 
-    got, want = both(params, xs, state, d_final, d_ys)
+    got, want = model_zoo.compiled(both, params, xs, state, d_final, d_ys)
     self.assertLessEqual(model_zoo.max_rel_error(got, want), 2e-6)
 
 

@@ -51,7 +51,6 @@ def _compare(test, model, T, method="newton", damping=0.0, seed=0, rtol=RTOL):
                                              damping=damping, seq_lengths=lengths)
     return (final, ys), info
 
-  @jax.jit
   def both(params, xs, state):
     (final, ys), vjp, info = jax.vjp(parallel, params, xs, state, has_aux=True)
     d_ys = model_zoo.random_like(k_ys, ys)
@@ -65,7 +64,7 @@ def _compare(test, model, T, method="newton", damping=0.0, seed=0, rtol=RTOL):
       want_grads = vjp_unroll((d_final, d_ys))
     return (final, ys), want, vjp((d_final, d_ys)), want_grads, info
 
-  got, want, got_grads, want_grads, info = both(params, xs, state)
+  got, want, got_grads, want_grads, info = model_zoo.compiled(both, params, xs, state)
   test.assertTrue(bool(jnp.all(info.converged)), info)
   test.assertLessEqual(model_zoo.max_rel_error(got, want), rtol)
   for name, g, w in zip(("d_params", "d_xs", "d_state"), got_grads, want_grads):
@@ -124,9 +123,9 @@ class MatchesSequentialTest(parameterized.TestCase):
   def test_stack_and_batch_major(self):
     model = jaxrnn.stack([jaxrnn.lstm(H), jaxrnn.gru(H + 1)])
     params, xs, state, lengths, _, _ = _inputs(model, 30)
-    final, ys, info = jax.jit(functools.partial(
-        jaxrnn.parallel_unroll, model, seq_lengths=lengths, time_major=False))(
-            params, jnp.swapaxes(xs, 0, 1), state)
+    final, ys, info = model_zoo.compiled(functools.partial(
+        jaxrnn.parallel_unroll, model, seq_lengths=lengths, time_major=False),
+        params, jnp.swapaxes(xs, 0, 1), state)
     want = jaxrnn.unroll(model, params, xs, state, seq_lengths=lengths)
     self.assertLessEqual(model_zoo.max_rel_error((final, jnp.swapaxes(ys, 0, 1)), want), RTOL)
     self.assertEqual(info.iterations.shape, (2,))

@@ -22,17 +22,8 @@ CHARLM="--task=charlm --hidden_size=128 --steps=3000 $SEEDS"
 DIGITS="--task=digits --hidden_size=64 --batch_size=64 --learning_rate=3e-3 --schedule=cosine --steps=3000 $SEEDS"
 NAMES=(adding_lstm adding_gru copy_lstm copy_gru charlm_lstm charlm_rnn digits_lstm digits_gru)
 
-FAILED=()
-run() {
-  local name="$1"; shift
-  echo "== $name: python -m experiments.train $* --workdir=$RUNS/$name"
-  if python -m experiments.train "$@" --workdir="$RUNS/$name" > "$RUNS/$name.log" 2>&1; then
-    grep -m1 "test loss" "$RUNS/$name.log"
-  else
-    echo "FAILED (see $RUNS/$name.log)"
-    FAILED+=("$name")
-  fi
-}
+# shellcheck source=experiments/runs_lib.sh
+. experiments/runs_lib.sh
 
 run adding_lstm $ADDING --cell=lstm
 run adding_gru $ADDING --cell=gru
@@ -43,9 +34,4 @@ run charlm_rnn $CHARLM --cell=rnn
 run digits_lstm $DIGITS --cell=lstm
 run digits_gru $DIGITS --cell=gru
 
-if ((${#FAILED[@]})); then
-  # A failed run may have left an older summary.json behind: no table from it.
-  echo "not reporting: ${FAILED[*]} failed" >&2
-  exit 1
-fi
-python -m experiments.learning_report "$RUNS" "${NAMES[@]}"
+report "${NAMES[@]}"

@@ -5,8 +5,8 @@
 #   bash experiments/paper_runs.sh [RUNS_DIR [NAME ...]]   # default /tmp/jaxrnn_paper5, every run
 #
 # The settings are learning_runs.sh's (H=64, Adam, clipping at norm 1) with the papers'
-# lengths and longer step budgets; README "Learning results" sets them beside the papers'
-# figures. NAMEs pick runs (two shells can share the list between them, one run each at a
+# lengths and longer step budgets; README "The longer tasks of the papers" sets them beside
+# the papers' figures. NAMEs pick runs (two shells can share the list between them, one run each at a
 # time); re-running resumes unfinished runs from their checkpoints. The table is
 # `python -m experiments.learning_report RUNS_DIR`.
 set -euo pipefail
@@ -41,20 +41,10 @@ for name in "${NAMES[@]}"; do  # every name checked before hours of training sta
   [[ -v "ARGS[$name]" ]] || { echo "unknown run $name (one of: ${ALL[*]})" >&2; exit 2; }
 done
 
-FAILED=()
+# shellcheck source=experiments/runs_lib.sh
+. experiments/runs_lib.sh
 for name in "${NAMES[@]}"; do
-  echo "== $name: python -m experiments.train ${ARGS[$name]} --workdir=$RUNS/$name"
-  # A resumed run appends to its log, so the first process's output is kept.
   # shellcheck disable=SC2086  # ARGS holds flags split on spaces
-  if python -m experiments.train ${ARGS[$name]} --workdir="$RUNS/$name" >> "$RUNS/$name.log" 2>&1; then
-    grep "test loss" "$RUNS/$name.log" | tail -n1 || true
-  else
-    echo "FAILED (see $RUNS/$name.log)"
-    FAILED+=("$name")
-  fi
+  run "$name" ${ARGS[$name]}
 done
-if ((${#FAILED[@]})); then
-  echo "failed: ${FAILED[*]}" >&2
-  exit 1
-fi
-python -m experiments.learning_report "$RUNS" "${NAMES[@]}"
+report "${NAMES[@]}"

@@ -273,12 +273,12 @@ def conv_lstm(hidden_channels: int, *, kernel_size: Union[int, Sequence[int]],
 
   back = transposed_pads(pads)
 
-  def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y, keep=None):
-    delta, d_c_prev = lstm.gate_update_bwd(t, state.cell, new_state.cell, d_state, d_y, Hc)
+  def recur_bwd(params, w_h_t, state, new_state, res, d_state, d_y, keep=None):
+    delta, d_c_prev = lstm.gate_update_bwd(res, d_state, d_y)
     d_h_prev = gates.kept(conv(delta, w_h_t, back), keep)
     return recurrence.StepGrads(lstm.LSTMState(d_h_prev, d_c_prev), delta)
 
-  def param_grads(params, xs, states, t, delta, keep=None):
+  def param_grads(params, xs, states, res, delta, keep=None):
     d_b = gates.sum_rows(delta)
     d_params = ConvLSTMParams(kernel_grad(xs, delta, pads),
                               kernel_grad(gates.kept(states.hidden, keep), delta, pads),

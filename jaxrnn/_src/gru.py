@@ -44,6 +44,28 @@ class GRUConfig(NamedTuple):
   dtype: Any = None
 
 
+class AfterResiduals(NamedTuple):
+  """What a step of the reset-after GRU keeps for its backward: its own derivatives.
+
+  Computed in the forward step, where ``r``, ``z`` and ``n`` are at hand, so
+  that the reverse step is one multiply, its matmul and one multiply-add
+  (BUILD.md, issue 17, has the measurement).
+
+  Attributes:
+    d_gh: ``[..., 3H]``: ``dh_t`` over the recurrent pre-activations
+      ``h_{t-1} W_h + b_h``, blocks ``r, z, n``: ``d_n ghn r (1 - r)``,
+      ``(h_{t-1} - n) z (1 - z)`` and ``d_n r``, with ``ghn`` the n block
+      of ``h_{t-1} W_h + b_h``. The r and z blocks are also those of the
+      input side.
+    d_n: ``[..., H]``: ``dh_t/da^n = (1 - z)(1 - n^2)``, the n block of the
+      input side.
+    z: ``[..., H]``: the update gate, ``dh_t/dh_{t-1}`` outside the matmul.
+  """
+  d_gh: jax.Array
+  d_n: jax.Array
+  z: jax.Array
+
+
 def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
         dtype=None):
   r"""Gated recurrent unit (Cho et al. 2014).
@@ -87,6 +109,10 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   r_t \odot (\delta^n W^{n\top}_h)` (reset-before). Weight gradients are sums
   over time of outer products with :math:`x_t`, :math:`h_{t-1}` (and
   :math:`r_t \odot h_{t-1}` for :math:`W^n_h` when reset-before).
+  Every one of these is :math:`g` times a factor that does not depend on
+  :math:`g`; with ``reset_after=True`` the forward step computes those
+  factors (`AfterResiduals`) and the reverse step keeps only :math:`g`, from
+  which the gate gradients of all steps are formed after the loop.
 
   Jacobian (for `parallel_unroll`), with :math:`k = (1 - z_t)(1 - n_t^2)`:
 
@@ -134,31 +160,26 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     ghn = gh[..., 2 * H:]
     n = jnp.tanh(gx[2] + r * ghn)
     h_new = n + z * (h - n)
-    return h_new, (rz, n, ghn)
+    # The step's derivatives, while r, z and n are at hand (`AfterResiduals`).
+    d_n = (1 - z) * (1 - n * n)
+    d_gh = jnp.concatenate([d_n * ghn * r * (1 - r), (h - n) * z * (1 - z), d_n * r], axis=-1)
+    return h_new, AfterResiduals(d_gh, d_n, z)
 
   def recur_bwd_after(params, w_h_t, h, h_new, res, d_h_new, d_y, keep=None):
-    rz, n, ghn = res
-    r, z = rz[..., :H], rz[..., H:]
     g = d_h_new + d_y
-    d_an = g * (1 - z) * (1 - n * n)
-    d_rz = jnp.concatenate([d_an * ghn, g * (h - n)], axis=-1) * rz * (1 - rz)
-    d_gh = jnp.concatenate([d_rz, d_an * r], axis=-1)
-    d_h = g * z + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
-    # Only the input-side gradient leaves the loop; `param_grads_after` rebuilds
-    # ``d_gh`` from it and ``r`` over all steps at once, which saves a second
-    # [T, B, 3H] buffer and its write per step.
-    return recurrence.StepGrads(d_h, jnp.concatenate([d_rz, d_an], axis=-1))
+    d_gh = jnp.concatenate([g, g, g], axis=-1) * res.d_gh
+    d_h = g * res.z + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
+    # Only dL/dh_t leaves the loop; `param_grads_after` rebuilds both gate
+    # gradients from it over all steps at once, which saves writing a
+    # [T, B, 3H] buffer per step.
+    return recurrence.StepGrads(d_h, g)
 
   def jac_after(params, h, h_new, res, diagonal):
-    rz, n, ghn = res
-    r, z = rz[..., :H], rz[..., H:]
-    k = (1 - z) * (1 - n * n)
-    coefs = jnp.concatenate([k * ghn * r * (1 - r), (h - n) * z * (1 - z), k * r], axis=-1)
-    return gates.gate_jacobian(params.w_h, coefs, diagonal, diag=z)
+    return gates.gate_jacobian(params.w_h, res.d_gh, diagonal, diag=res.z)
 
-  def param_grads_after(params, xs, hs, res, d_pre, keep=None):
-    d_gx = d_pre
-    d_gh = jnp.concatenate([d_gx[..., :2 * H], d_gx[..., 2 * H:] * res[0][..., :H]], axis=-1)
+  def param_grads_after(params, xs, hs, res, g, keep=None):
+    d_gh = jnp.concatenate([g, g, g], axis=-1) * res.d_gh
+    d_gx = jnp.concatenate([d_gh[..., :2 * H], g * res.d_n], axis=-1)
     return gates.dense_param_grads(GRUParams, params, xs, hs, d_gx, d_gh, keep, dtype)
 
   def recur_before(params, h, gx, keep=None):

@@ -135,9 +135,12 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
 
   and the weight gradients are :math:`\sum_t x_t^\top\delta_t`,
   :math:`\sum_t h_{t-1}^\top\delta_t` and :math:`\sum_t \delta_t`. The
-  forward keeps :math:`h_t`, :math:`c_t` and the gate activations; the
-  backward recomputes :math:`\tanh c_t` from :math:`c_t`, which costs no
-  measurable time and saves one ``[T, B, H]`` buffer.
+  forward keeps :math:`h_t` and the step's own derivatives
+  (`GateResiduals`: :math:`\partial c_t/\partial a^{i,f,g}`,
+  :math:`\partial h_t/\partial a^o`, :math:`o_t (1 - \tanh^2 c_t)` and
+  :math:`f_t`), computed where the activations are at hand, so the reverse
+  step is the two lines above for :math:`\bar c` and :math:`\delta` and its
+  matmul.
 
   Jacobian of the state :math:`s = [h, c]` (2H, for `parallel_unroll`), with
   :math:`k = o_t (1 - \tanh^2 c_t)` and
@@ -293,25 +296,23 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
                                                    dtype)
     return gate_update(a, state.cell, H)
 
-  def recur_bwd(params, w_h_t, state, new_state, t, d_state, d_y, keep=None):
-    delta, d_c_prev = gate_update_bwd(t, state.cell, new_state.cell, d_state, d_y, H)
+  def recur_bwd(params, w_h_t, state, new_state, res, d_state, d_y, keep=None):
+    delta, d_c_prev = gate_update_bwd(res, d_state, d_y)
     d_prev = LSTMState(gates.kept(base.matmul(delta, w_h_t, dtype), keep), d_c_prev)
     return recurrence.StepGrads(d_prev, delta)
 
-  def param_grads(params, xs, states, t, delta, keep=None):
+  def param_grads(params, xs, states, res, delta, keep=None):
     return gates.dense_param_grads(LSTMParams, params, xs, states.hidden, delta, delta, keep,
                                    dtype)
 
-  def recur_jac(params, state, new_state, t, diagonal):
-    s = gates.gate_scale(H, (1, 1, 0, 1), t.dtype)
-    i, f, g, o = _split(s * t + (1 - s), H)
-    tc = jnp.tanh(new_state.cell)
-    k = o * (1 - tc * tc)
-    dc = [g * i * (1 - i), state.cell * f * (1 - f), i * (1 - g * g)]
-    j_ch = gates.gate_jacobian(params.w_h, jnp.concatenate(dc + [jnp.zeros_like(o)], -1),
-                               diagonal)
-    j_hh = gates.gate_jacobian(params.w_h, jnp.concatenate(
-        [k * d for d in dc] + [tc * o * (1 - o)], -1), diagonal)
+  def recur_jac(params, state, new_state, res, diagonal):
+    d_gates, k, f = res
+    d_c = d_gates[..., :3 * H]  # d c_t / d a^{i, f, g}
+    j_ch = gates.gate_jacobian(
+        params.w_h, jnp.concatenate([d_c, jnp.zeros_like(k)], -1), diagonal)
+    j_hh = gates.gate_jacobian(
+        params.w_h, jnp.concatenate([jnp.tile(k, 3) * d_c, d_gates[..., 3 * H:]], -1),
+        diagonal)
     if diagonal:
       return jnp.concatenate([j_hh, f], axis=-1)
     return jnp.concatenate([jnp.concatenate([j_hh, _diag(k * f)], -1),
@@ -328,36 +329,59 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
       output_size=H, config=config, name="lstm")
 
 
+class GateResiduals(NamedTuple):
+  """What an LSTM step keeps for its backward: the step's own derivatives.
+
+  With ``a`` the gate pre-activations (blocks ``i, f, g, o``), computed in
+  the forward step where its activations are at hand, so that the reverse
+  step is a few multiplies and its matmul (BUILD.md, issue 17, has the
+  measurement).
+
+  Attributes:
+    d_gates: ``[..., 4H]``: ``dc_t/da^i = g i (1 - i)``, ``dc_t/da^f =
+      c_{t-1} f (1 - f)``, ``dc_t/da^g = i (1 - g^2)`` and ``dh_t/da^o =
+      tanh(c_t) o (1 - o)``.
+    d_cell: ``[..., H]``: ``dh_t/dc_t = o (1 - tanh^2 c_t)``.
+    forget: ``[..., H]``: ``f_t = dc_t/dc_{t-1}``.
+  """
+  d_gates: Array
+  d_cell: Array
+  forget: Array
+
+
 def gate_update(a, cell, H):
   """The LSTM's step from its gate pre-activations ``a`` (``[..., 4H]``, blocks ``i, f, g, o``).
 
-  Returns ``(LSTMState(h, c), t)``; ``t`` holds the gate activations for
-  `gate_update_bwd`. One ``tanh`` computes all four gates (`gates.gate_scale`).
-  Shared by `lstm` and `conv_lstm`, whose pre-activations differ.
+  Returns ``(LSTMState(h, c), GateResiduals)``, the residuals for
+  `gate_update_bwd`. One ``tanh`` computes all four gates
+  (`gates.gate_scale`). Shared by `lstm` and `conv_lstm`, whose
+  pre-activations differ.
   """
   s = gates.gate_scale(H, (1, 1, 0, 1), a.dtype)
   t = jnp.tanh(a * s)
   act = s * t + (1 - s)
   i, f, g, o = _split(act, H)
   c = f * cell + i * g
-  h = o * jnp.tanh(c)
-  return LSTMState(h, c), t
+  tc = jnp.tanh(c)
+  h = o * tc
+  # The derivative of each activation: s^2 (1 - t^2) is sigma (1 - sigma) on the
+  # sigmoid blocks (s = 1/2) and 1 - tanh^2 on g (s = 1).
+  d_gates = jnp.concatenate([g, cell, i, tc], axis=-1) * (s * s) * (1 - t * t)
+  return LSTMState(h, c), GateResiduals(d_gates, o * (1 - tc * tc), f)
 
 
-def gate_update_bwd(t, cell, new_cell, d_state, d_y, H):
+def gate_update_bwd(res, d_state, d_y):
   """The reverse of `gate_update`: ``(delta, d_cell)``.
 
   ``delta`` is the gradient of the pre-activations ``a`` and ``d_cell`` that
-  of the cell state read, given the gradients of the new state and output
-  (the equations are in `lstm`'s docstring).
+  of the cell state read, given the step's `GateResiduals` and the
+  gradients of the new state and output (the equations are in `lstm`'s
+  docstring).
   """
-  tc = jnp.tanh(new_cell)
-  s = gates.gate_scale(H, (1, 1, 0, 1), t.dtype)
-  i, f, g, o = _split(s * t + (1 - s), H)
   d_h = d_state.hidden + d_y
-  d_c = d_state.cell + d_h * o * (1 - tc * tc)
-  d_act = jnp.concatenate([d_c * g, d_c * cell, d_c * i, d_h * tc], axis=-1)
-  return d_act * (s * s) * (1 - t * t), d_c * f
+  d_c = d_state.cell + d_h * res.d_cell
+  delta = jnp.concatenate([d_c, d_c, d_c, d_h], axis=-1) * res.d_gates
+  return delta, d_c * res.forget
 
 
 def _projection_init(key, H, P, recurrent_init, dtype):

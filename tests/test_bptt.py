@@ -254,5 +254,63 @@ class GradientsThroughTimeTest(parameterized.TestCase):
     np.testing.assert_allclose(float(optax.global_norm(updates)), 1.0, rtol=1e-9)
 
 
+class StepDerivativesTest(absltest.TestCase):
+  """The factors the LSTM's and GRU's forward steps keep are the step's own derivatives.
+
+  Each is checked against `jax.jvp` of the step along a tangent of ones on
+  one gate block: every gate reads its block elementwise, so the jvp is that
+  derivative, element by element.
+  """
+
+  def test_lstm_gate_residuals(self):
+    jax.config.update("jax_enable_x64", True)
+    from jaxrnn._src import lstm  # pylint: disable=g-import-not-at-top
+    B, H = 3, 4
+    ka, kc = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(ka, (B, 4 * H), jnp.float64)
+    cell = jax.random.normal(kc, (B, H), jnp.float64)
+    _, res = lstm.gate_update(a, cell, H)
+    block = lambda k: jnp.zeros_like(a).at[:, k * H:(k + 1) * H].set(1.0)
+    for k, name in enumerate("ifgo"):
+      _, (d_h, d_c) = jax.jvp(lambda a: lstm.gate_update(a, cell, H)[0], (a,), (block(k),))
+      want = d_h if name == "o" else d_c  # dh/da^o; dc/da^i, f, g
+      np.testing.assert_allclose(res.d_gates[:, k * H:(k + 1) * H], want, rtol=1e-12,
+                                 err_msg=f"gate {name}")
+    _, (d_h, d_c) = jax.jvp(lambda c: lstm.gate_update(a, c, H)[0], (cell,),
+                            (jnp.ones_like(cell),))
+    np.testing.assert_allclose(res.forget, d_c, rtol=1e-12)  # dc_t/dc_{t-1} = f
+    np.testing.assert_allclose(res.d_cell * res.forget, d_h, rtol=1e-12)  # dh_t/dc_t * f
+
+  def test_reset_after_gru_residuals(self):
+    jax.config.update("jax_enable_x64", True)
+    B, H = 3, 4
+    model = jaxrnn.gru(H)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64) * 3.0,
+                          model.init(jax.random.PRNGKey(0), 2))
+    kh, kx = jax.random.split(jax.random.PRNGKey(1))
+    h = jax.random.normal(kh, (B, H), jnp.float64)
+    gx = model.kernel.project(params, jax.random.normal(kx, (B, 2), jnp.float64), one_step=True)
+    recur = model.kernel.recur
+    _, res = recur(params, h, gx)
+    ones = jnp.ones((B, H), jnp.float64)
+    for k, name in enumerate("rzn"):
+      # Along the input side's block k: r and z read it as they read h W_h + b_h.
+      tangent = tuple(ones if j == k else jnp.zeros_like(g) for j, g in enumerate(gx))
+      _, d_h = jax.jvp(lambda gx: recur(params, h, gx)[0], (gx,), (tangent,))
+      want = res.d_n if name == "n" else res.d_gh[:, k * H:(k + 1) * H]
+      np.testing.assert_allclose(want, d_h, rtol=1e-12, err_msg=f"input side, gate {name}")
+      # Along the recurrent side's bias block k (it adds to h W_h).
+      d_b_h = jnp.zeros_like(params.b_h).at[k * H:(k + 1) * H].set(1.0)
+      _, d_h = jax.jvp(lambda b: recur(params._replace(b_h=b), h, gx)[0], (params.b_h,),
+                       (d_b_h,))
+      np.testing.assert_allclose(res.d_gh[:, k * H:(k + 1) * H], d_h, rtol=1e-12,
+                                 err_msg=f"recurrent side, gate {name}")
+    # With W_h = 0 the state reaches h_t only through z * h_{t-1}.
+    no_w_h = params._replace(w_h=jnp.zeros_like(params.w_h))
+    _, res0 = recur(no_w_h, h, gx)
+    _, d_h = jax.jvp(lambda h: recur(no_w_h, h, gx)[0], (h,), (ones,))
+    np.testing.assert_allclose(res0.z, d_h, rtol=1e-12)
+
+
 if __name__ == "__main__":
   absltest.main()

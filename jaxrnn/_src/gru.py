@@ -109,10 +109,12 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
   r_t \odot (\delta^n W^{n\top}_h)` (reset-before). Weight gradients are sums
   over time of outer products with :math:`x_t`, :math:`h_{t-1}` (and
   :math:`r_t \odot h_{t-1}` for :math:`W^n_h` when reset-before).
-  Every one of these is :math:`g` times a factor that does not depend on
-  :math:`g`; with ``reset_after=True`` the forward step computes those
-  factors (`AfterResiduals`) and the reverse step keeps only :math:`g`, from
-  which the gate gradients of all steps are formed after the loop.
+  With ``reset_after=True``, :math:`\delta^r`, :math:`\delta^z`,
+  :math:`\delta^n` and :math:`r_t \odot \delta^n` are each :math:`g` times
+  an elementwise factor of the step: the forward step computes those factors
+  (`AfterResiduals`), the reverse step multiplies :math:`g` by them for its
+  matmul and keeps only :math:`g`, and the gate gradients of all steps are
+  formed from it after the loop.
 
   Jacobian (for `parallel_unroll`), with :math:`k = (1 - z_t)(1 - n_t^2)`:
 

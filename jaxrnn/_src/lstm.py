@@ -153,8 +153,8 @@ def lstm(hidden_size, *, peephole=False, layer_norm=False, proj_size=None, forge
       \mathrm{diag}(k) G + \mathrm{diag}(\tanh c_t\, o_t (1 - o_t)) W^{o\top}_h &
       \mathrm{diag}(k f_t) \\ G & \mathrm{diag}(f_t) \end{bmatrix}
 
-  With ``peephole``, ``proj_size`` or ``layer_norm`` it is built from the
-  hand-derived backward instead, one basis vector at a time.
+  With ``peephole``, ``proj_size`` or ``layer_norm`` it is derived by hand
+  too, in ``_options_jacobian``.
 
   ``peephole=True`` (Gers and Schmidhuber 2000) lets the gates read the cell
   state through diagonal weights ``w_peep = [p_i; p_f; p_o]`` (``[3, H]``,

@@ -36,8 +36,9 @@ class StepGrads(NamedTuple):
   Attributes:
     d_state: the gradient of the state the step read.
     d_pre: per-step gradients, stacked over time for ``param_grads`` (the
-      pre-activation gradients of the built-in cells); for a kernel without
-      ``param_grads``, the step's input gradient ``d_x``.
+      pre-activation gradients of most built-in cells; the reset-after GRU's
+      is ``dL/dh_t`` alone); for a kernel without ``param_grads``, the
+      step's input gradient ``d_x``.
     d_params: this step's parameter gradient, summed over the batch, for a
       kernel without ``param_grads`` (the time loop sums it); None otherwise.
   """
@@ -60,8 +61,10 @@ class ProjectFn(Protocol):
 class RecurFn(Protocol):
   """``recur(params, state, gx_t) -> (new_state, res)``: one step from the projected input.
 
-  ``res`` are the activations that ``output`` and the backward reuse beyond
-  the states themselves.
+  ``res`` is what ``output`` and the backward reuse beyond the states
+  themselves: the activations, or (the plain LSTM, the ConvLSTM and the
+  reset-after GRU) the step's own derivatives, computed where the activations are at hand so
+  that the reverse step only multiplies by them.
   """
 
   def __call__(self, params: base.Params, state: base.State,

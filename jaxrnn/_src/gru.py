@@ -167,9 +167,13 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     d_gh = jnp.concatenate([d_n * ghn * r * (1 - r), (h - n) * z * (1 - z), d_n * r], axis=-1)
     return h_new, AfterResiduals(d_gh, d_n, z)
 
+  def recurrent_side_grad(g, res):
+    """dL/d(h_{t-1} W_h + b_h) from ``g = dL/dh_t``, one step or stacked over time."""
+    return jnp.concatenate([g, g, g], axis=-1) * res.d_gh
+
   def recur_bwd_after(params, w_h_t, h, h_new, res, d_h_new, d_y, keep=None):
     g = d_h_new + d_y
-    d_gh = jnp.concatenate([g, g, g], axis=-1) * res.d_gh
+    d_gh = recurrent_side_grad(g, res)
     d_h = g * res.z + gates.kept(base.matmul(d_gh, w_h_t, dtype), keep)
     # Only dL/dh_t leaves the loop; `param_grads_after` rebuilds both gate
     # gradients from it over all steps at once, which saves writing a
@@ -180,7 +184,7 @@ def gru(hidden_size, *, reset_after=True, bias=True, recurrent_init="uniform",
     return gates.gate_jacobian(params.w_h, res.d_gh, diagonal, diag=res.z)
 
   def param_grads_after(params, xs, hs, res, g, keep=None):
-    d_gh = jnp.concatenate([g, g, g], axis=-1) * res.d_gh
+    d_gh = recurrent_side_grad(g, res)
     d_gx = jnp.concatenate([d_gh[..., :2 * H], g * res.d_n], axis=-1)
     return gates.dense_param_grads(GRUParams, params, xs, hs, d_gx, d_gh, keep, dtype)
 

@@ -63,8 +63,8 @@ class RecurFn(Protocol):
 
   ``res`` is what ``output`` and the backward reuse beyond the states
   themselves: the activations, or (the plain LSTM, the ConvLSTM and the
-  reset-after GRU) the step's own derivatives, computed where the activations are at hand so
-  that the reverse step only multiplies by them.
+  reset-after GRU) the step's own derivatives, computed where the
+  activations are at hand so that the reverse step only multiplies by them.
   """
 
   def __call__(self, params: base.Params, state: base.State,

@@ -44,9 +44,9 @@ def _problem(name, shape, features, seed=0):
   kwargs["rng"] = jax.random.PRNGKey(5)  # dropout in the stack
   if kwargs.get("time_major", True) is False:
     kwargs["resets"] = None
-    xs = jax.random.normal(jax.random.fold_in(key, 1), (B, T, I))
+    xs = model_zoo.normal(jax.random.fold_in(key, 1), (B, T, I))
   else:
-    xs = jax.random.normal(jax.random.fold_in(key, 1), (T, B, I))
+    xs = model_zoo.normal(jax.random.fold_in(key, 1), (T, B, I))
   state = model_zoo.random_like(jax.random.fold_in(key, 2), model.initial_state(params, B))
   return model, params, xs, state, kwargs
 
@@ -126,8 +126,8 @@ def _truncation_problem():
   jax.config.update("jax_enable_x64", True)
   model = jaxrnn.gru(4)
   params = model_zoo.random_params(model, jax.random.PRNGKey(0), 3)
-  xs = jax.random.normal(jax.random.PRNGKey(1), (10, 2, 3))
-  targets = jax.random.normal(jax.random.PRNGKey(2), (10, 2, 4))
+  xs = model_zoo.normal(jax.random.PRNGKey(1), (10, 2, 3))
+  targets = model_zoo.normal(jax.random.PRNGKey(2), (10, 2, 4))
 
   def loss_fn(params, chunk, state):
     x, y = chunk
@@ -172,7 +172,7 @@ def _clip_problem(name="lstm"):
   model = model_zoo.MODELS[name](6)
   # Large parameters, so that gradients grow.
   params = model_zoo.random_params(model, jax.random.PRNGKey(0), 3, scale=1.5)
-  xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, 3))
+  xs = model_zoo.normal(jax.random.PRNGKey(1), (T, B, 3))
   d_ys = jnp.zeros((T, B, model.output_size)).at[-1].set(10.0)
   return model, params, xs, d_ys
 
@@ -186,8 +186,8 @@ class GradientsThroughTimeTest(parameterized.TestCase):
     T, B = 30, 3
     model = jaxrnn.rnn(8)
     params = model_zoo.random_params(model, jax.random.PRNGKey(0), 2, scale=0.5)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, 2))
-    d_ys = jnp.zeros((T, B, 8)).at[-1].set(jax.random.normal(jax.random.PRNGKey(2), (B, 8)))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (T, B, 2))
+    d_ys = jnp.zeros((T, B, 8)).at[-1].set(model_zoo.normal(jax.random.PRNGKey(2), (B, 8)))
     *_, norms = jaxrnn.bptt(model, params, xs, None, d_ys, return_hidden_grad_norms=True)
     self.assertEqual(norms.shape, (T, B))
     sigma = float(jnp.linalg.norm(params.w_h, 2))
@@ -267,8 +267,8 @@ class StepDerivativesTest(absltest.TestCase):
     from jaxrnn._src import lstm  # pylint: disable=g-import-not-at-top
     B, H = 3, 4
     ka, kc = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.random.normal(ka, (B, 4 * H), jnp.float64)
-    cell = jax.random.normal(kc, (B, H), jnp.float64)
+    a = model_zoo.normal(ka, (B, 4 * H), jnp.float64)
+    cell = model_zoo.normal(kc, (B, H), jnp.float64)
     _, res = lstm.gate_update(a, cell, H)
     block = lambda k: jnp.zeros_like(a).at[:, k * H:(k + 1) * H].set(1.0)
     for k, name in enumerate("ifgo"):
@@ -288,8 +288,8 @@ class StepDerivativesTest(absltest.TestCase):
     params = jax.tree.map(lambda p: p.astype(jnp.float64) * 3.0,
                           model.init(jax.random.PRNGKey(0), 2))
     kh, kx = jax.random.split(jax.random.PRNGKey(1))
-    h = jax.random.normal(kh, (B, H), jnp.float64)
-    gx = model.kernel.project(params, jax.random.normal(kx, (B, 2), jnp.float64), one_step=True)
+    h = model_zoo.normal(kh, (B, H), jnp.float64)
+    gx = model.kernel.project(params, model_zoo.normal(kx, (B, 2), jnp.float64), one_step=True)
     recur = model.kernel.recur
     _, res = recur(params, h, gx)
     ones = jnp.ones((B, H), jnp.float64)

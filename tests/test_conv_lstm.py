@@ -27,7 +27,7 @@ def _problem(seed=0, spatial=SPATIAL):
   cell = jaxrnn.conv_lstm(HC, kernel_size=3, spatial_dims=len(spatial))
   k_params, k_xs = jax.random.split(jax.random.PRNGKey(seed))
   params = model_zoo.random_params(cell, k_params, C)
-  xs = jax.random.normal(k_xs, (T, B) + spatial + (C,))
+  xs = model_zoo.normal(k_xs, (T, B) + spatial + (C,))
   return cell, params, xs
 
 
@@ -123,7 +123,7 @@ class SpatialSizeTest(parameterized.TestCase):
     lstm = jaxrnn.lstm(HC)
     dense = jaxrnn.LSTMParams(params.w_x[0, 0], params.w_h[0, 0], params.b_x, params.b_h)
     for seed, spatial in enumerate(((2, 3), (3, 1))):
-      xs = jax.random.normal(jax.random.PRNGKey(seed + 1), (T, B) + spatial + (C,))
+      xs = model_zoo.normal(jax.random.PRNGKey(seed + 1), (T, B) + spatial + (C,))
       final, ys = jaxrnn.unroll(cell, params, xs)
       flat = xs.reshape(T, -1, C)
       want_final, want_ys = jaxrnn.unroll(lstm, dense, flat)
@@ -165,7 +165,7 @@ class LearnedInitialStateTest(parameterized.TestCase):
 
   def test_gradient_is_the_sum_over_batch_and_space(self):
     model, params = self._model()
-    xs = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 3, 2, C))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (3, 2, 3, 2, C))
     lengths = jnp.array([3, 1])
     loss = lambda p, s: jnp.sum(jnp.sin(jaxrnn.unroll(model, p, xs, s, seq_lengths=lengths)[1]))
     learned = lambda s: loss(params._replace(initial_state=s), None)

@@ -48,7 +48,7 @@ def _setup(name, seed=0):
   model = FAULT_MODELS[name](H)
   key = jax.random.PRNGKey(seed)
   params = model_zoo.random_params(model, key, I)
-  xs = jax.random.normal(jax.random.fold_in(key, 1), (T, B, I))
+  xs = model_zoo.normal(jax.random.fold_in(key, 1), (T, B, I))
   return model, params, xs
 
 
@@ -91,7 +91,7 @@ class PaddingTest(parameterized.TestCase):
                                   ("bidirectional", "bidirectional"), ("indrnn_vjp", "indrnn_vjp"))
   def test_bptt_with_garbage_padding(self, name):
     model, params, xs = _setup(name)
-    d_ys = jax.random.normal(jax.random.PRNGKey(3), (T, B, model.output_size))
+    d_ys = model_zoo.normal(jax.random.PRNGKey(3), (T, B, model.output_size))
     run = jax.jit(lambda xs: jaxrnn.bptt(model, params, xs, None, d_ys, seq_lengths=LENGTHS))
     got = run(_garbage_padding(xs, LENGTHS))
     self.assertTrue(_all_finite(got))
@@ -101,8 +101,8 @@ class PaddingTest(parameterized.TestCase):
 
   @parameterized.named_parameters(("time_major", True), ("batch_major", False))
   def test_losses_ignore_garbage_padding(self, time_major):
-    preds = jax.random.normal(jax.random.PRNGKey(0), (T, B, 2))
-    targets = jax.random.normal(jax.random.PRNGKey(1), (T, B, 2))
+    preds = model_zoo.normal(jax.random.PRNGKey(0), (T, B, 2))
+    targets = model_zoo.normal(jax.random.PRNGKey(1), (T, B, 2))
     labels = jax.random.randint(jax.random.PRNGKey(2), (T, B), 0, 2)
     pad = np.arange(T)[:, None] >= LENGTHS[None, :]
     garbage = lambda a: _garbage_padding(a, LENGTHS)
@@ -124,7 +124,7 @@ class PaddingTest(parameterized.TestCase):
   def test_dense_readout_ignores_garbage_padding(self):
     readout = jaxrnn.dense(2)
     params = readout.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (T, B, I))
     pad = np.arange(T)[:, None] >= LENGTHS[None, :]
     grad = jax.grad(lambda p, ys: jnp.sum(readout.apply(p, ys, seq_lengths=LENGTHS) ** 2),
                     (0, 1))
@@ -267,7 +267,7 @@ class DtypeTest(parameterized.TestCase):
     model = jaxrnn.stack([jaxrnn.lstm(H), jaxrnn.gru(H)])
     params = jax.tree.map(lambda a: a.astype(params_dtype),
                           model_zoo.random_params(model, jax.random.PRNGKey(0), I))
-    xs = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (T, B, I)), xs_dtype)
+    xs = np.asarray(model_zoo.normal(jax.random.PRNGKey(1), (T, B, I)), xs_dtype)
     state = jax.tree.map(lambda s: s.astype(state_dtype), model.initial_state(params, B))
     cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, params_dtype), tree)
     want = jaxrnn.unroll(model, params, cast(xs), cast(state))

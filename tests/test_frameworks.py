@@ -31,7 +31,7 @@ SEQ_LENGTHS = jnp.array([6, 2, 0])
 
 def _xs(seed=0, time_major=True):
   shape = (T, B, F) if time_major else (B, T, F)
-  return jax.random.normal(jax.random.key(seed), shape)
+  return model_zoo.normal(jax.random.key(seed), shape)
 
 
 def _loss_of_ys(ys):

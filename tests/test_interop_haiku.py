@@ -26,7 +26,7 @@ def _randomize(tree, seed):
   """Every array of ``tree`` drawn N(0, 0.5^2), so that biases are not Haiku's zeros."""
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return treedef.unflatten([0.5 * jax.random.normal(k, x.shape, x.dtype)
+  return treedef.unflatten([0.5 * model_zoo.normal(k, x.shape, x.dtype)
                             for k, x in zip(keys, leaves)])
 
 
@@ -44,7 +44,7 @@ def _initial_state(core_cls, kwargs, seed):
 
 
 def _inputs(seed=0):
-  return jax.random.normal(jax.random.key(seed), (T, B, I))
+  return model_zoo.normal(jax.random.key(seed), (T, B, I))
 
 
 class FromHaikuTest(parameterized.TestCase):

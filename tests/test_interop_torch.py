@@ -48,7 +48,7 @@ def _randomize_learned_state(params):
   leaves, treedef = jax.tree.flatten(params.initial_state)
   keys = jax.random.split(jax.random.key(7), len(leaves))
   return params._replace(initial_state=treedef.unflatten(
-      [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
+      [model_zoo.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
 
 
 def _numpy(x):

@@ -26,7 +26,7 @@ class PeepholeTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
     plain = jaxrnn.lstm(H)
     params = model_zoo.random_params(plain, jax.random.PRNGKey(1), I)
-    xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(2), (T, B, I))
     state = model_zoo.random_like(jax.random.PRNGKey(3), plain.initial_state(params, B))
     peephole = jaxrnn.lstm(H, peephole=True)
     with_peep = params._replace(w_peep=jnp.zeros((3, H)))
@@ -38,7 +38,7 @@ class PeepholeTest(parameterized.TestCase):
   def test_nonzero_peepholes_change_the_outputs(self):
     model = jaxrnn.lstm(H, peephole=True)
     params = model.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(2), (T, B, I))
     _, ys = jaxrnn.unroll(model, params, xs)
     _, ys_peep = jaxrnn.unroll(model, params._replace(w_peep=params.w_peep + 0.5), xs)
     self.assertGreater(float(jnp.max(jnp.abs(ys - ys_peep))), 1e-4)
@@ -84,7 +84,7 @@ class LayerNormTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
     model = jaxrnn.lstm(H, layer_norm=True)
     params = model_zoo.random_params(model, jax.random.PRNGKey(1), I, scale=1.0)
-    xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(2), (T, B, I))
     state = model_zoo.random_like(jax.random.PRNGKey(3), model.initial_state(params, B))
     # Exact but for the epsilon inside the square root (var + eps against var + eps / 9):
     # weights 10 times larger make the variances large beside it.

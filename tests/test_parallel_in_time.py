@@ -32,7 +32,7 @@ def _inputs(model, T, seed=0, hidden=H):
   del hidden
   k_params, k_xs, k_state, k_ys, k_final = jax.random.split(jax.random.PRNGKey(seed), 5)
   params = model_zoo.random_params(model, k_params, I)
-  xs = jax.random.normal(k_xs, (T, B, I))
+  xs = model_zoo.normal(k_xs, (T, B, I))
   state = model_zoo.random_like(k_state, model.initial_state(params, B))
   lengths = jnp.array([T, max(T - 1, 0), min(1, T), 0])
   return params, xs, state, lengths, k_ys, k_final
@@ -221,7 +221,7 @@ class LayerNormStartTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
     model = jaxrnn.lstm(H, layer_norm=True)
     params = model.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (32, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (32, B, I))
     final, ys, info = jaxrnn.parallel_unroll(model, params, xs, method=method)
     self.assertTrue(bool(info.converged))
     self.assertLessEqual(model_zoo.max_rel_error((final, ys), jaxrnn.unroll(model, params, xs)),
@@ -292,8 +292,8 @@ class DampedStepTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
     T, D, lam = 7, 3, 0.3
     k_f, k_u = jax.random.split(jax.random.PRNGKey(0))
-    F = jax.random.normal(k_f, (T, 1, D) if diagonal else (T, 1, D, D))
-    u = jax.random.normal(k_u, (T, 1, D))
+    F = model_zoo.normal(k_f, (T, 1, D) if diagonal else (T, 1, D, D))
+    u = model_zoo.normal(k_u, (T, 1, D))
     M = np.eye(T * D)
     for t in range(1, T):
       block = np.diag(F[t, 0]) if diagonal else np.asarray(F[t, 0])
@@ -308,9 +308,9 @@ class DampedStepTest(parameterized.TestCase):
 
   def test_small_solve_pivots(self):
     jax.config.update("jax_enable_x64", True)
-    m = jax.random.normal(jax.random.PRNGKey(0), (6, 5, 5))
+    m = model_zoo.normal(jax.random.PRNGKey(0), (6, 5, 5))
     m = m.at[:, 0, 0].set(0.0)  # elimination without row swaps would divide by zero
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 5, 3))
+    x = model_zoo.normal(jax.random.PRNGKey(1), (6, 5, 3))
     got = jax.jit(parallel_in_time.solve_small)(m, x)
     np.testing.assert_allclose(got, np.linalg.solve(m, x), rtol=1e-10, atol=1e-12)
 
@@ -385,7 +385,7 @@ class ConvLSTMTest(parameterized.TestCase):
     # The state [B, W, Hc] takes its size from xs; the Jacobian is built from recur_bwd.
     model = jaxrnn.conv_lstm(2, kernel_size=3, spatial_dims=1)
     params = model_zoo.random_params(model, jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (4, B, 3, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (4, B, 3, I))
     lengths = jnp.array([4, 3, 1, 0])
     loss = lambda run: lambda p, xs: jnp.sum(jnp.sin(run(p, xs)[1]))
     parallel = lambda p, xs: jaxrnn.parallel_unroll(model, p, xs, seq_lengths=lengths)

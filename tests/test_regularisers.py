@@ -41,7 +41,7 @@ VARIANTS = (
 def _problem(model, seed=0, T=T, spatial=()):
   k_params, k_xs, k_state = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = model_zoo.random_params(model, k_params, I)
-  xs = jax.random.normal(k_xs, (T, B) + spatial + (I,))
+  xs = model_zoo.normal(k_xs, (T, B) + spatial + (I,))
   kwargs = {"spatial_shape": spatial} if spatial else {}
   state = model_zoo.random_like(k_state, model.initial_state(params, B, **kwargs))
   return params, xs, state
@@ -226,7 +226,7 @@ def _bptt_and_autodiff(model, params, xs, rng, **options):
 def _layer_errors(model, rng, T):
   """``{leaf: relative error}`` of `bptt` against autodiff's vjp, with ``rng``."""
   params = model_zoo.random_params(model, jax.random.PRNGKey(T), I)
-  xs = jax.random.normal(jax.random.PRNGKey(T + 1), (T, B, I))
+  xs = model_zoo.normal(jax.random.PRNGKey(T + 1), (T, B, I))
   got, want = _bptt_and_autodiff(model, params, xs, rng)
   errors = {}
   for name, g, w in zip(("d_params", "d_xs"), got, want):
@@ -259,7 +259,7 @@ class BackwardTest(parameterized.TestCase):
         jaxrnn.recurrent_dropout(_conv_lstm(), RATE),
         jaxrnn.zoneout(jaxrnn.conv_lstm(2, kernel_size=(2, 3)), RATE, cell_rate=0.2)])
     params = model_zoo.random_params(model, jax.random.PRNGKey(2), I)
-    xs = jax.random.normal(jax.random.PRNGKey(3), (3, B) + CONV_SPATIAL + (I,))
+    xs = model_zoo.normal(jax.random.PRNGKey(3), (3, B) + CONV_SPATIAL + (I,))
     got, want = _bptt_and_autodiff(model, params, xs, jax.random.PRNGKey(4),
                                    seq_lengths=jnp.array([3, 2, 0]))
     for name, g, w in zip(("d_params", "d_xs"), got, want):
@@ -272,7 +272,7 @@ class BackwardTest(parameterized.TestCase):
     model = jaxrnn.bidirectional(jaxrnn.zoneout(jaxrnn.lstm(H), RATE, cell_rate=0.2),
                                  jaxrnn.recurrent_dropout(jaxrnn.gru(H), RATE))
     params = model_zoo.random_params(model, jax.random.PRNGKey(2), I)
-    xs = jax.random.normal(jax.random.PRNGKey(3), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(3), (T, B, I))
     got, want = _bptt_and_autodiff(model, params, xs, jax.random.PRNGKey(4),
                                    seq_lengths=jnp.array([T, 3, 0]))
     self.assertLessEqual(model_zoo.max_rel_error(got, want), RTOL)
@@ -285,7 +285,7 @@ class KeysTest(parameterized.TestCase):
     cell = jaxrnn.zoneout(jaxrnn.rnn(H), RATE)
     model = jaxrnn.stack([cell, cell])
     params = model_zoo.random_params(model, jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (T, B, I))
     rng = jax.random.PRNGKey(9)
     _, ys = jaxrnn.unroll(model, params, xs, rng=rng)
     _, h = jaxrnn.unroll(cell, params.layers[0], xs, rng=jax.random.fold_in(rng, 0))

@@ -27,7 +27,7 @@ def setup(name, shape, seed=0):
   model = model_zoo.MODELS[name](H)
   key = jax.random.PRNGKey(seed)
   params = model_zoo.random_params(model, key, I)
-  xs = jax.random.normal(jax.random.fold_in(key, 1), (T, B, I))
+  xs = model_zoo.normal(jax.random.fold_in(key, 1), (T, B, I))
   return model, params, xs
 
 
@@ -190,7 +190,7 @@ class CompositesTest(parameterized.TestCase):
     lower, upper = jaxrnn.lstm(H), jaxrnn.gru(3)
     model = jaxrnn.stack([lower, upper], dropout=0.5)
     params = model_zoo.random_params(model, jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (T, B, I))
     rng = jax.random.PRNGKey(2)
     lengths = jnp.array([5, 2, 4])
     final, ys = jaxrnn.unroll(model, params, xs, seq_lengths=lengths, rng=rng)
@@ -211,7 +211,7 @@ class CompositesTest(parameterized.TestCase):
     fwd, bwd = jaxrnn.lstm(3), jaxrnn.gru(3)
     model = jaxrnn.bidirectional(fwd, bwd, merge=merge)
     params = model_zoo.random_params(model, jax.random.PRNGKey(0), 2)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (6, 2, 2))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (6, 2, 2))
     lengths = jnp.array([4, 6])
     final, ys = jaxrnn.unroll(model, params, xs, seq_lengths=lengths)
     ff, yf = jaxrnn.unroll(fwd, params.forward, xs, seq_lengths=lengths)
@@ -238,8 +238,8 @@ class CompositesTest(parameterized.TestCase):
     cell, encoder = jaxrnn.lstm(3), jaxrnn.dense(6)
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     params = {"cell": cell.init(k[0], 2), "encoder": encoder.init(k[1], 5)}
-    side = jax.random.normal(k[2], (4, 5))  # e.g. features of a speaker's earlier speeches
-    xs = jax.random.normal(k[3], (6, 4, 2))
+    side = model_zoo.normal(k[2], (4, 5))  # e.g. features of a speaker's earlier speeches
+    xs = model_zoo.normal(k[3], (6, 4, 2))
 
     def loss(params):
       h_c = jnp.tanh(encoder.apply(params["encoder"], side))
@@ -257,12 +257,12 @@ class ReadoutPrecisionAndInitTest(parameterized.TestCase):
   def test_readout_and_losses_honour_seq_lengths(self):
     readout = jaxrnn.dense(2)
     rp = readout.init(jax.random.PRNGKey(0), 3)
-    ys = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 3))
+    ys = model_zoo.normal(jax.random.PRNGKey(1), (5, 2, 3))
     lengths = jnp.array([5, 2])
     out = readout.apply(rp, ys, seq_lengths=lengths)
     np.testing.assert_array_equal(out[2:, 1], 0.0)
     np.testing.assert_allclose(out[:2, 1], ys[:2, 1] @ rp.w + rp.b, rtol=1e-6)
-    targets = jax.random.normal(jax.random.PRNGKey(2), out.shape)
+    targets = model_zoo.normal(jax.random.PRNGKey(2), out.shape)
     junk = out.at[3:, 1].set(100.0)
     per_step = ((out - targets) ** 2).mean(-1)
     want_sum = (per_step[:, 0].sum() + per_step[:2, 1].sum()) / 2
@@ -288,7 +288,7 @@ class ReadoutPrecisionAndInitTest(parameterized.TestCase):
     model32, model16 = make(8), make(8, dtype=jnp.bfloat16)
     params = model16.init(jax.random.PRNGKey(0), 4)
     self.assertTrue(all(a.dtype == jnp.float32 for a in jax.tree.leaves(params)))
-    xs = jax.random.normal(jax.random.PRNGKey(1), (10, 3, 4))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (10, 3, 4))
     final, ys = jaxrnn.unroll(model16, params, xs)
     self.assertTrue(all(a.dtype == jnp.float32 for a in jax.tree.leaves(final)))
     _, ys32 = jaxrnn.unroll(model32, params, xs)
@@ -308,8 +308,8 @@ class ReadoutPrecisionAndInitTest(parameterized.TestCase):
     # does this reference), so the bound is relative, not absolute.
     T, B, I, H = 8, 4, 8, 32
     params = make(H).init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
-    targets = jax.random.normal(jax.random.PRNGKey(2), (T, B, H))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (T, B, I))
+    targets = model_zoo.normal(jax.random.PRNGKey(2), (T, B, H))
 
     def grad(model, params, xs):
       loss = lambda p: jnp.mean(jnp.square(jaxrnn.unroll(model, p, xs)[1] - targets))
@@ -354,7 +354,7 @@ class ForwardProjectionTest(parameterized.TestCase):
     jax.config.update("jax_enable_x64", True)
     model = model_zoo.MODELS[name](4)
     params = model_zoo.random_params(model, jax.random.key(0), 3)
-    xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
+    xs = model_zoo.normal(jax.random.key(1), (6, 2, 3))
     kwargs = dict(seq_lengths=jnp.array([6, 3]), resets=jnp.zeros((6, 2), bool).at[2, 0].set(True))
     with mock.patch.object(recurrence, "_project_in_loop", lambda: True):
       in_loop = jaxrnn.unroll(model, params, xs, **kwargs)

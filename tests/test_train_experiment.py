@@ -116,7 +116,7 @@ class TrainExperimentTest(parameterized.TestCase):
     self.assertEqual(core.output_size, 6 * 3)
     params = core.init(jax.random.PRNGKey(0), 6)
     self.assertEqual(params.layers[0].w_x.shape, (5, 1, 4 * 3))
-    xs = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 6))
+    xs = model_zoo.normal(jax.random.PRNGKey(1), (5, 2, 6))
     _, ys = jaxrnn.unroll(core, params, xs)
     layer = jaxrnn.conv_lstm(3, spatial_dims=1, kernel_size=5)
     _, want = jaxrnn.unroll(jaxrnn.stack([layer, layer]), params, xs[..., None])
@@ -352,23 +352,39 @@ def _snapshot(directory: str) -> dict:
   return contents
 
 
+# `python -m experiments.train`'s flags and main, once per cell named after the workdir root.
+_EVERY_CELL_SCRIPT = """
+import sys
+from absl import flags
+from absl.testing import flagsaver
+from experiments import train
+root = sys.argv[1]
+for name in sys.argv[2:]:
+  with flagsaver.flagsaver():
+    flags.FLAGS(["train", "--task=adding", f"--cell={name}", "--hidden_size=2", "--seq_len=2",
+                 "--batch_size=1", "--num_devices=1", "--steps=1", "--eval_size=1",
+                 "--checkpoint_every=1", "--eval_every=1", "--log_every=1",
+                 f"--workdir={root}/{name}"])
+    train.main(["train"])
+"""
+
+
 class CellsTest(absltest.TestCase):
 
   def test_every_cell_of_the_library_trains_from_the_flag(self):
-    # One process per cell, in parallel: the smallest run through --cell, the config and a step.
-    # conv_lstm is not in jaxrnn.CELLS; the experiments build it themselves.
+    # The smallest run of each cell through --cell, the config and a step of `train.main`, all
+    # in one process (one import of JAX, not one per cell). conv_lstm is not in jaxrnn.CELLS;
+    # the experiments build it themselves.
+    names = (*jaxrnn.CELLS, "conv_lstm")
     with tempfile.TemporaryDirectory() as tmp:
-      runs = {name: _launch("--task=adding", f"--cell={name}", "--hidden_size=2", "--seq_len=2",
-                            "--batch_size=1", "--num_devices=1", "--steps=1", "--eval_size=1",
-                            "--checkpoint_every=1", "--eval_every=1", "--log_every=1",
-                            f"--workdir={tmp}/{name}")
-              for name in (*jaxrnn.CELLS, "conv_lstm")}
-      for name, run in runs.items():
-        _, err = run.communicate(timeout=300)
-        self.assertEqual(run.returncode, 0, f"--cell={name}: {err}")
+      run = subprocess.run([sys.executable, "-c", _EVERY_CELL_SCRIPT, tmp, *names], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+      self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+      for name in names:
         with open(os.path.join(tmp, name, "summary.json")) as f:
           summary = json.load(f)
         self.assertEqual(summary["cell"], name)
+        self.assertEqual(summary["steps"], 1, name)
         self.assertTrue(np.isfinite(summary["test_loss"]), name)
 
   def test_parallel_unroll_trains_like_the_sequential_path(self):
@@ -432,7 +448,7 @@ class CellOptionsTest(parameterized.TestCase):
     self.assertEqual(model.core.config, jaxrnn.RecurrentDropoutConfig(
         jaxrnn.LSTMConfig(8, layer_norm=True), 0.5))
     params = model.init(jax.random.PRNGKey(0))
-    inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4, 2))
+    inputs = model_zoo.normal(jax.random.PRNGKey(1), (6, 4, 2))
     evaluated = model.apply(params, inputs)
     np.testing.assert_array_equal(evaluated, model.apply(params, inputs))
     self.assertFalse(np.allclose(model.apply(params, inputs, jax.random.PRNGKey(2)), evaluated))
@@ -453,7 +469,7 @@ class CellOptionsTest(parameterized.TestCase):
     self.assertEqual(model.core.config, jaxrnn.RecurrentDropoutConfig(
         jaxrnn.ConvLSTMConfig(2, 1, (3,), ((1, 1),)), 0.5))
     params = model.init(jax.random.PRNGKey(0))
-    inputs = jax.random.normal(jax.random.PRNGKey(1), (6, 4, 2))
+    inputs = model_zoo.normal(jax.random.PRNGKey(1), (6, 4, 2))
     evaluated = model.apply(params, inputs)
     self.assertFalse(np.allclose(model.apply(params, inputs, jax.random.PRNGKey(2)), evaluated))
 

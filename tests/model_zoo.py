@@ -88,12 +88,19 @@ def _normal_draws(key):
 
 
 def python_loop(step, params, xs, state):
-  """The reference: a Python loop over ``step``, time-major."""
-  ys = []
-  for t in range(xs.shape[0]):
-    state, y = step(params, state, xs[t])
-    ys.append(y)
-  return state, jnp.stack(ys)
+  """The reference: a Python loop over ``step``, time-major.
+
+  Traced once as a whole and compiled (`compiled`): op by op, every new shape
+  compiled each of the step's ops on its own.
+  """
+  def loop(params, xs, state):
+    ys = []
+    for t in range(xs.shape[0]):
+      state, y = step(params, state, xs[t])
+      ys.append(y)
+    return state, jnp.stack(ys)
+
+  return compiled(loop, params, xs, state)
 
 
 def combined_named_parameters(*axes):

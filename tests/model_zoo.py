@@ -76,15 +76,20 @@ def _normal_draws(key):
   compiles a program for each new shape, which came to a tenth of the suite's
   compile time. Inside a traced function (a traced key) JAX draws them.
   """
+  def checked(dtype):
+    # float64 becomes float32 unless x64 is on, as jax.random.normal's default does.
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(f"normal draws need a floating dtype, got {dtype}")
+    return dtype
+
   if isinstance(key, jax.core.Tracer):
     counter = itertools.count()
     return lambda shape, dtype: jax.random.normal(
-        jax.random.fold_in(key, next(counter)), shape, dtype)
+        jax.random.fold_in(key, next(counter)), shape, checked(dtype))
   data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
   rng = np.random.default_rng(np.asarray(data).ravel().tolist())
-  # float64 becomes float32 here unless x64 is on, as jax.random.normal's default does.
-  return lambda shape, dtype: jnp.asarray(
-      rng.standard_normal(shape), jax.dtypes.canonicalize_dtype(dtype))
+  return lambda shape, dtype: jnp.asarray(rng.standard_normal(shape), checked(dtype))
 
 
 def python_loop(step, params, xs, state):
@@ -145,9 +150,10 @@ def max_rel_error(a, b):
   """max |a-b| / max(|b|, tiny) over a whole pytree."""
   _assert_same_structure(a, b)
   # In NumPy: eager jnp ops would compile a program for each leaf's shape.
+  # np.max over the leaves' maxima, not Python's max: that drops a NaN that is not first.
   pairs = [(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
-  num = max(float(np.max(np.abs(x - y))) for x, y in pairs)
-  den = max(float(np.max(np.abs(y))) for _, y in pairs)
+  num = float(np.max([np.max(np.abs(x - y)) for x, y in pairs]))
+  den = float(np.max([np.max(np.abs(y)) for _, y in pairs]))
   return num / max(den, 1e-300)
 
 

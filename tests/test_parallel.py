@@ -371,8 +371,8 @@ _RUN_FLAGS = ["--task=adding", "--cell=lstm", "--hidden_size=32", "--seq_len=50"
 class DeviceCountInvarianceTest(absltest.TestCase):
   """The command line's run on one device and on two processes of two devices.
 
-  One device against four in one process, with a resume on two, is
-  `FourDeviceTest.test_trainer_result_does_not_depend_on_the_devices`.
+  One device against four, with a resume on two, through `trainer.train` in
+  one process is `FourDeviceTest.test_trainer_result_does_not_depend_on_the_devices`.
   """
 
   def test_same_test_loss_on_one_device_and_two_processes(self):
@@ -395,8 +395,10 @@ class DeviceCountInvarianceTest(absltest.TestCase):
                      {"one_device": 1, "two_processes": 4})
     self.assertEqual({name: s["steps"] for name, s in summaries.items()},
                      {"one_device": 50, "two_processes": 50})
+    # They differ by float32 rounding alone (4e-8 relative here); another --seed moves the
+    # loss by far more than 1e-5.
     np.testing.assert_allclose(summaries["two_processes"]["test_loss"],
-                               summaries["one_device"]["test_loss"], rtol=1e-3)
+                               summaries["one_device"]["test_loss"], rtol=1e-5)
 
 
 def _summary(workdir: str) -> dict:

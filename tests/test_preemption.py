@@ -139,9 +139,9 @@ class SigtermTest(absltest.TestCase):
     self._check_stop_and_resume(steps=300, num_processes=1, signalled=0, seeds=2)
 
   def test_two_processes_stop_at_one_step_and_resume_bitwise(self):
-    # JAX's preemption service tells process 0 of the SIGTERM that process 1 got; they agreed
-    # on a step 13 to 23 steps after the first logged one (step 5) on an idle machine, so 300
-    # steps leave a wide margin for a loaded one.
+    # JAX's preemption service tells process 0 of the SIGTERM that process 1 got. They stopped
+    # 13 to 23 steps after the first logged one (step 5, when the signal is sent) on an idle
+    # machine, and 24 to 52 steps after it at a load average of 7, so 300 steps leave a margin.
     self._check_stop_and_resume(steps=300, num_processes=2, signalled=1)
 
 

@@ -360,6 +360,7 @@ from absl.testing import flagsaver
 from experiments import train
 root = sys.argv[1]
 for name in sys.argv[2:]:
+  print(f"--cell={name}", file=sys.stderr, flush=True)  # the last one named is the one that failed
   with flagsaver.flagsaver():
     flags.FLAGS(["train", "--task=adding", f"--cell={name}", "--hidden_size=2", "--seq_len=2",
                  "--batch_size=1", "--num_devices=1", "--steps=1", "--eval_size=1",
